@@ -1,0 +1,270 @@
+"""One settings object: the only code in idp that reads the environment.
+
+`Settings.from_env()` reads `os.environ` (and an optional `.env` file, which the real
+environment overrides). Everything else receives a `Settings` instance: the app keeps it in
+`current_app.extensions["idp"].settings`, services take the values they need as parameters,
+and tests build `Settings(...)` directly.
+
+Embedded mode (no DATABASE_URL) keeps everything on one machine: SQLite in the instance
+folder, the SQL-backed store, and secrets generated once into files with mode 0600.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import ipaddress
+import os
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class SettingsError(ValueError):
+    """A setting is missing or invalid; the message is one line for the operator."""
+
+
+def _parse_bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off", ""):
+        return False
+    raise SettingsError(f"{name} must be true or false, got {raw!r}")
+
+
+def _parse_int(name: str, raw: str) -> int:
+    try:
+        return int(raw.strip())
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def read_dotenv(path: Path) -> dict[str, str]:
+    """Parse KEY=VALUE lines (optionally quoted, `export` prefix allowed, # comments)."""
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.removeprefix("export ").partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[key.strip()] = value
+    return values
+
+
+def is_loopback_host(host: str | None) -> bool:
+    if not host:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+# (field name, environment variable, kind). The README configuration table mirrors this.
+_ENV = [
+    ("env", "IDP_ENV", str),
+    ("issuer", "IDP_ISSUER", str),
+    ("database_url", "DATABASE_URL", str),
+    ("redis_url", "REDIS_URL", str),
+    ("secret_key", "SECRET_KEY", str),
+    ("instance_path", "IDP_INSTANCE_PATH", str),
+    ("keys_path", "IDP_KEYS_PATH", str),
+    ("key_encryption_key", "IDP_KEY_ENCRYPTION_KEY", str),
+    ("access_token_ttl", "IDP_ACCESS_TOKEN_TTL", int),
+    ("id_token_ttl", "IDP_ID_TOKEN_TTL", int),
+    ("refresh_token_ttl", "IDP_REFRESH_TOKEN_TTL", int),
+    ("refresh_token_grace_ttl", "IDP_REFRESH_TOKEN_GRACE_TTL", int),
+    ("code_ttl", "IDP_CODE_TTL", int),
+    ("interaction_ttl", "IDP_INTERACTION_TTL", int),
+    ("session_ttl", "IDP_SESSION_TTL", int),
+    ("session_idle_ttl", "IDP_SESSION_IDLE_TTL", int),
+    ("require_pkce", "IDP_REQUIRE_PKCE", bool),
+    ("key_rotation_days", "IDP_KEY_ROTATION_DAYS", int),
+    ("jwks_max_age", "IDP_JWKS_MAX_AGE", int),
+    ("key_prepublish_ttl", "IDP_KEY_PREPUBLISH_TTL", int),
+    ("key_refresh_ttl", "IDP_KEY_REFRESH_TTL", int),
+    ("smtp_host", "IDP_SMTP_HOST", str),
+    ("smtp_port", "IDP_SMTP_PORT", int),
+    ("smtp_username", "IDP_SMTP_USERNAME", str),
+    ("smtp_password", "IDP_SMTP_PASSWORD", str),
+    ("smtp_starttls", "IDP_SMTP_STARTTLS", bool),
+    ("mail_from", "IDP_MAIL_FROM", str),
+    ("trusted_proxy_hops", "IDP_TRUSTED_PROXY_HOPS", int),
+    ("log_format", "IDP_LOG_FORMAT", str),
+    ("log_level", "IDP_LOG_LEVEL", str),
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    env: str = "development"
+    issuer: str = "http://127.0.0.1:5000"
+    database_url: str | None = None
+    redis_url: str | None = None
+    secret_key: str | None = None
+    instance_path: str = "instance"
+    keys_path: str = "keys"
+    key_encryption_key: str | None = None
+    access_token_ttl: int = 900
+    id_token_ttl: int = 3600
+    refresh_token_ttl: int = 30 * 86400
+    refresh_token_grace_ttl: int = 0
+    code_ttl: int = 60
+    interaction_ttl: int = 1800
+    session_ttl: int = 7 * 86400
+    session_idle_ttl: int = 86400
+    require_pkce: bool = False
+    key_rotation_days: int = 90
+    jwks_max_age: int = 300
+    key_prepublish_ttl: int = 900
+    key_refresh_ttl: int = 30
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_username: str | None = None
+    smtp_password: str | None = None
+    smtp_starttls: bool = False
+    mail_from: str = "idp@localhost"
+    trusted_proxy_hops: int = 0
+    log_format: str | None = None
+    log_level: str = "INFO"
+    # Not from the environment: tests may set these.
+    testing: bool = False
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, dotenv: str | Path | None = ".env") -> Settings:
+        environ = dict(os.environ if environ is None else environ)
+        merged = {**(read_dotenv(Path(dotenv)) if dotenv else {}), **environ}
+        values: dict[str, object] = {}
+        for name, var, kind in _ENV:
+            raw = merged.get(var)
+            if raw is None or raw == "":
+                continue
+            if kind is int:
+                values[name] = _parse_int(var, raw)
+            elif kind is bool:
+                values[name] = _parse_bool(var, raw)
+            else:
+                values[name] = raw
+        return cls(**values)
+
+    # --- derived values -------------------------------------------------------------------
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.database_url
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # Accept the URLs people paste from their PaaS; we ship psycopg 3.
+            for prefix in ("postgres://", "postgresql://"):
+                if url.startswith(prefix):
+                    return "postgresql+psycopg://" + url[len(prefix):]
+            return url
+        return "sqlite:///" + str(Path(self.instance_path).resolve() / "idp.db")
+
+    @property
+    def effective_log_format(self) -> str:
+        return self.log_format or ("json" if self.production else "text")
+
+    @property
+    def cookie_secure(self) -> bool:
+        return self.issuer.startswith("https://")
+
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    # --- startup checks -------------------------------------------------------------------
+
+    def validate(self) -> Settings:
+        """Raise SettingsError with one clear line if the settings cannot work."""
+        if self.env not in ("development", "production"):
+            raise SettingsError(f"IDP_ENV must be development or production, got {self.env!r}")
+        parts = urlsplit(self.issuer)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise SettingsError(f"IDP_ISSUER must be an absolute http(s) URL, got {self.issuer!r}")
+        # OpenID Connect Discovery §3: the issuer has no query or fragment.
+        if parts.query or parts.fragment or self.issuer.endswith("/"):
+            raise SettingsError("IDP_ISSUER must not end with '/' or carry a query or fragment")
+        if self.production:
+            if parts.scheme != "https" and not is_loopback_host(parts.hostname):
+                raise SettingsError("IDP_ISSUER must use https in production (http only on loopback)")
+            if not self.secret_key:
+                raise SettingsError("SECRET_KEY must be set in production")
+            if not self.key_encryption_key:
+                raise SettingsError("IDP_KEY_ENCRYPTION_KEY must be set in production")
+        if self.key_encryption_key:
+            decode_kek(self.key_encryption_key)
+        for name in ("access_token_ttl", "id_token_ttl", "refresh_token_ttl", "code_ttl",
+                     "interaction_ttl", "session_ttl", "session_idle_ttl", "key_rotation_days",
+                     "jwks_max_age", "key_prepublish_ttl", "key_refresh_ttl"):
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"IDP_{name.upper()} must be a positive number")
+        if self.refresh_token_grace_ttl < 0 or self.trusted_proxy_hops < 0:
+            raise SettingsError("IDP_REFRESH_TOKEN_GRACE_TTL and IDP_TRUSTED_PROXY_HOPS must be >= 0")
+        # A new key must be in every cached JWKS before it signs anything.
+        if self.key_prepublish_ttl <= self.jwks_max_age:
+            raise SettingsError("IDP_KEY_PREPUBLISH_TTL must be longer than IDP_JWKS_MAX_AGE")
+        if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
+        if self.database_url and not self.database_url.startswith(("sqlite", "postgres")):
+            raise SettingsError("DATABASE_URL must be a sqlite:// or postgresql:// URL")
+        if self.log_format not in (None, "text", "json"):
+            raise SettingsError("IDP_LOG_FORMAT must be text or json")
+        return self
+
+    def with_generated_secrets(self) -> Settings:
+        """Fill SECRET_KEY and the key-encryption key from files, generating them once.
+
+        Only outside production: there both must come from the environment (validate()).
+        """
+        changes = {}
+        if not self.secret_key:
+            changes["secret_key"] = _read_or_create_secret(Path(self.instance_path) / "secret_key")
+        if not self.key_encryption_key:
+            changes["key_encryption_key"] = _read_or_create_secret(Path(self.keys_path) / "kek")
+        return self.replace(**changes) if changes else self
+
+
+def decode_kek(value: str) -> bytes:
+    try:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise SettingsError("IDP_KEY_ENCRYPTION_KEY must be 32 bytes, base64url-encoded")
+    return raw
+
+
+def new_secret() -> str:
+    return base64.urlsafe_b64encode(secrets.token_bytes(32)).rstrip(b"=").decode()
+
+
+def _read_or_create_secret(path: Path) -> str:
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    value = new_secret()
+    # O_EXCL: two workers starting together must not write two different secrets.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    return value
