@@ -68,8 +68,20 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_request_logging(app)
     init_security_headers(app, https=settings.cookie_secure)
     app.register_blueprint(health_bp)
+    _init_protocol(app)
     init_error_handlers(app)
     return app
+
+
+def _init_protocol(app: Flask) -> None:
+    from .interaction.login import bp as interaction_bp
+    from .protocol import authorize, discovery, logout, token, userinfo
+    from .protocol.server import init_server
+
+    init_server(app)
+    for module in (discovery, authorize, token, userinfo, logout):
+        app.register_blueprint(module.bp)
+    app.register_blueprint(interaction_bp)
 
 
 def _engine_options(url: str) -> dict:

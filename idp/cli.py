@@ -12,6 +12,7 @@ import click
 from flask import current_app
 from flask.cli import FlaskGroup, ScriptInfo, with_appcontext
 from flask_migrate.cli import db as db_group
+from sqlalchemy.exc import SQLAlchemyError
 
 from .errors import IdpError, InvalidInput
 from .settings import Settings, SettingsError
@@ -326,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except (IdpError, SettingsError) as exc:
         click.echo(f"idp: error: {exc}", err=True)
+        return 1
+    except SQLAlchemyError as exc:
+        # No traceback, SQL or parameters: the driver's first line, e.g. "no such table: clients".
+        detail = (str(getattr(exc, "orig", None) or exc).strip().splitlines() or [type(exc).__name__])[0]
+        click.echo(f"idp: error: database: {detail} (is it reachable, and has `idp db upgrade` run?)", err=True)
         return 1
 
 

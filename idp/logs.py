@@ -44,6 +44,8 @@ def configure_logging(log_format: str, level: str) -> None:
     logger.handlers[:] = [handler]
     logger.setLevel(level.upper())
     logger.propagate = False
+    # logging.config.fileConfig (Alembic's env.py) disables every logger it does not name.
+    logger.disabled = False
 
 
 def init_request_logging(app: Flask) -> None:

@@ -74,6 +74,8 @@ class User(db.Model):
     email_verified: Mapped[bool] = mapped_column(Boolean, default=False)
     name: Mapped[str | None] = mapped_column(String(200))
     password_hash: Mapped[str | None] = mapped_column(String(255))
+    # Other OIDC standard claims (given_name, phone_number, address, locale, ...).
+    profile: Mapped[dict] = mapped_column(JSON, default=dict)
     disabled_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)
@@ -139,6 +141,51 @@ class SigningKey(db.Model):
     remove_after: Mapped[datetime | None] = mapped_column(AwareDateTime())
 
 
+class RefreshToken(db.Model):
+    """One row per refresh token; a login's successive tokens share a family.
+
+    issued --(used once: rotated)--> used      reuse of a used token revokes the family
+    issued --(revoke / logout / reuse)--> revoked
+    Only the SHA-256 of the token is stored."""
+
+    __tablename__ = "refresh_tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    family_id: Mapped[str] = mapped_column(String(36), index=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    scope: Mapped[str] = mapped_column(Text)
+    # What the ID token and userinfo need again at refresh time.
+    grant: Mapped[dict] = mapped_column(JSON, default=dict)
+    access_jti: Mapped[str | None] = mapped_column(String(64))
+    access_expires_at: Mapped[float | None] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    # Absolute lifetime of the whole family: rotation does not extend it.
+    expires_at: Mapped[datetime] = mapped_column(AwareDateTime())
+    used_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+
+    # Authlib's TokenMixin, as its RefreshTokenGrant needs it.
+    def get_scope(self) -> str:
+        return self.scope
+
+    def check_client(self, client) -> bool:
+        return self.client_id == client.get_client_id()
+
+
+class Consent(db.Model):
+    """Scopes a user granted to a client; asked again only for scopes not in this set."""
+
+    __tablename__ = "consents"
+
+    user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
+    client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"), primary_key=True)
+    scope: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)
+
+
 class StoreEntry(db.Model):
     """The SQL backend of the ephemeral store (storage/store.py)."""
 
@@ -154,6 +201,6 @@ class StoreEntry(db.Model):
 
 
 __all__ = [
-    "Base", "db", "User", "Role", "UserRole", "Client", "SigningKey", "StoreEntry",
+    "Base", "db", "User", "Role", "UserRole", "Client", "SigningKey", "RefreshToken", "Consent", "StoreEntry",
     "utcnow", "new_id",
 ]

@@ -1,0 +1,108 @@
+"""Hosted login and consent pages. Each POST checks the CSRF token and that the interaction
+belongs to this browser (the interaction cookie), then resumes /authorize."""
+
+from __future__ import annotations
+
+from flask import Blueprint, current_app, render_template, request
+
+from ..errors import InvalidCredentials
+from ..protocol import authorize
+from ..protocol.claims import SCOPE_DESCRIPTIONS
+from ..protocol.clients import query_client
+from ..services import sessions, users
+from ..services.consents import grant_consent
+from .web import (
+    INTERACTION_COOKIE,
+    SESSION_COOKIE,
+    check_csrf,
+    csrf_token,
+    current_session,
+    get_cookie,
+    set_cookie,
+)
+
+bp = Blueprint("interaction", __name__)
+
+
+def _load_interaction() -> tuple[str | None, dict | None]:
+    interaction_id = (request.form if request.method == "POST" else request.args).get("interaction", "")
+    if not interaction_id or len(interaction_id) > 64 or get_cookie(INTERACTION_COOKIE) != interaction_id:
+        return None, None
+    interaction = current_app.extensions["idp"].store.get_json("interaction:" + interaction_id)
+    return (interaction_id, interaction) if interaction else (None, None)
+
+
+def _expired():
+    return authorize.error_page("interaction_expired", "This sign-in request has expired or was opened in "
+                                "another browser. Go back to the application and start again.")
+
+
+def _client_name(interaction: dict) -> str:
+    client = query_client(interaction["params"].get("client_id"))
+    return client.name if client else "the application"
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    interaction_id, interaction = _load_interaction()
+    if not interaction:
+        return _expired()
+    error = None
+    email = ""
+    if request.method == "POST":
+        email = request.form.get("email", "")[:320]
+        if not check_csrf("login", interaction_id, request.form.get("csrf_token")):
+            return authorize.error_page("invalid_request", "The form expired. Go back and try again.")
+        try:
+            user = users.authenticate(email, request.form.get("password", ""))
+        except InvalidCredentials:
+            error = "Invalid email or password."
+        else:
+            return _logged_in(interaction_id, interaction, user)
+    response = current_app.make_response(render_template(
+        "login.html", interaction=interaction_id, csrf_token=csrf_token("login", interaction_id),
+        client_name=_client_name(interaction), email=email, error=error))
+    if error:
+        response.status_code = 401
+    return response
+
+
+def _logged_in(interaction_id: str, interaction: dict, user):
+    idp = current_app.extensions["idp"]
+    settings = idp.settings
+    # A fresh session key on every login (no fixation); the old session ends.
+    sessions.end_session(idp.store, get_cookie(SESSION_COOKIE))
+    cookie, session = sessions.create_session(idp.store, user.id, amr=["pwd"], acr="urn:idp:acr:pwd",
+                                              idle_ttl=settings.session_idle_ttl,
+                                              absolute_ttl=settings.session_ttl)
+    interaction["logged_in"] = True
+    idp.store.set_json("interaction:" + interaction_id, interaction, settings.interaction_ttl)
+    response = authorize.resume(interaction_id, interaction, session_override=(cookie, session))
+    set_cookie(response, SESSION_COOKIE, cookie, settings.session_ttl)
+    return response
+
+
+@bp.route("/consent", methods=["GET", "POST"])
+def consent():
+    interaction_id, interaction = _load_interaction()
+    _, session = current_session()
+    if not interaction or not session:
+        return _expired()
+    params = interaction["params"]
+    client = query_client(params.get("client_id"))
+    if client is None:
+        return _expired()
+    scope = client.get_allowed_scope(params.get("scope")) or ""
+    if request.method == "POST":
+        if not check_csrf("consent", interaction_id, request.form.get("csrf_token")):
+            return authorize.error_page("invalid_request", "The form expired. Go back and try again.")
+        if request.form.get("decision") != "allow":
+            return authorize.deny(interaction_id, interaction)
+        grant_consent(session["user_id"], client.client_id, set(scope.split()))
+        interaction["consented"] = True
+        idp = current_app.extensions["idp"]
+        idp.store.set_json("interaction:" + interaction_id, interaction, idp.settings.interaction_ttl)
+        return authorize.resume(interaction_id, interaction)
+    scopes = [(s, SCOPE_DESCRIPTIONS.get(s, s)) for s in scope.split()]
+    return render_template("consent.html", interaction=interaction_id, csrf_token=csrf_token("consent", interaction_id),
+                           client_name=client.name, scopes=scopes)
