@@ -65,10 +65,14 @@ def _reset_schema() -> None:
 def app(settings):
     from flask_migrate import upgrade
 
+    from idp.services.keys import ensure_signing_key
+    from idp.settings import decode_kek
+
     app = create_app(settings)
     with app.app_context():
         _reset_schema()
         upgrade()
+        ensure_signing_key(decode_kek(app.extensions["idp"].settings.key_encryption_key))
     return app
 
 
@@ -126,11 +130,6 @@ def live_server(app, settings, base_dir):
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
     log = base_dir / f"gunicorn-{port}.log"
-    with app.app_context():
-        from idp.services.keys import ensure_signing_key
-        from idp.settings import decode_kek
-
-        ensure_signing_key(decode_kek(app.extensions["idp"].settings.key_encryption_key))
     process = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "--chdir", str(ROOT), "-b", f"127.0.0.1:{port}", "-w", "2",
          "--timeout", "60", "wsgi:app"],

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from joserfc.jwk import KeySet, RSAKey
 from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
 from ..storage.models import SigningKey, db, utcnow
 
@@ -59,8 +60,9 @@ def _new_key(kek: bytes, state: str, now: datetime) -> SigningKey:
                       activated_at=now if state == CURRENT else None)
 
 
-def list_keys() -> list[SigningKey]:
-    return list(db.session.scalars(select(SigningKey).order_by(SigningKey.created_at)))
+def list_keys(session=None) -> list[SigningKey]:
+    session = session or db.session
+    return list(session.scalars(select(SigningKey).order_by(SigningKey.created_at)))
 
 
 def ensure_signing_key(kek: bytes) -> SigningKey | None:
@@ -73,52 +75,52 @@ def ensure_signing_key(kek: bytes) -> SigningKey | None:
     return key
 
 
-def rotate(kek: bytes, immediate: bool = False, policy: KeyPolicy | None = None) -> SigningKey:
+def rotate(kek: bytes, immediate: bool = False, policy: KeyPolicy | None = None, session=None) -> SigningKey:
     """Create the next key. It signs once published for `prepublish_ttl` (see maintain());
     `immediate` promotes it at once (for a compromised key: caches may briefly miss it)."""
+    session = session or db.session
     now = utcnow()
-    if not db.session.scalar(select(SigningKey).where(SigningKey.state == CURRENT)):
-        key = _new_key(kek, CURRENT, now)
-        db.session.add(key)
-        db.session.commit()
-        return key
-    key = _new_key(kek, NEXT, now)
-    db.session.add(key)
-    db.session.commit()
-    if immediate:
-        _promote(key.kid, now, policy.retire_ttl if policy else 86400)
+    has_current = session.scalar(select(SigningKey.kid).where(SigningKey.state == CURRENT))
+    key = _new_key(kek, NEXT if has_current else CURRENT, now)
+    session.add(key)
+    session.commit()
+    if has_current and immediate:
+        _promote(session, key.kid, now, policy.retire_ttl if policy else 86400)
     return key
 
 
-def _promote(kid: str, now: datetime, retire_ttl: int) -> None:
-    db.session.execute(
+def _promote(session, kid: str, now: datetime, retire_ttl: int) -> None:
+    session.execute(
         update(SigningKey).where(SigningKey.state == CURRENT).values(
             state=RETIRED, retired_at=now, remove_after=now + timedelta(seconds=retire_ttl))
     )
-    db.session.execute(update(SigningKey).where(SigningKey.kid == kid).values(state=CURRENT, activated_at=now))
-    db.session.commit()
+    session.execute(update(SigningKey).where(SigningKey.kid == kid).values(state=CURRENT, activated_at=now))
+    session.commit()
 
 
-def maintain(kek: bytes, policy: KeyPolicy, now: datetime | None = None) -> list[str]:
+def maintain(kek: bytes, policy: KeyPolicy, now: datetime | None = None, session=None) -> list[str]:
     """Advance the key life cycle; safe to run from every process (idempotent). Returns what changed."""
+    session = session or db.session
     now = now or utcnow()
     changes = []
-    for key in db.session.scalars(select(SigningKey).where(SigningKey.state == NEXT)
-                                  .order_by(SigningKey.created_at)):
+    for key in list(session.scalars(select(SigningKey).where(SigningKey.state == NEXT)
+                                    .order_by(SigningKey.created_at))):
         if key.created_at + timedelta(seconds=policy.prepublish_ttl) <= now:
-            _promote(key.kid, now, policy.retire_ttl)
+            _promote(session, key.kid, now, policy.retire_ttl)
             changes.append(f"promoted {key.kid}")
-    gone = db.session.execute(
-        delete(SigningKey).where(SigningKey.state == RETIRED, SigningKey.remove_after <= now)
-        .returning(SigningKey.kid)
-    ).scalars().all()
-    db.session.commit()
-    changes += [f"removed {kid}" for kid in gone]
-    current = db.session.scalar(select(SigningKey).where(SigningKey.state == CURRENT))
-    has_next = db.session.scalar(select(SigningKey.kid).where(SigningKey.state == NEXT))
+    # Read before writing: most calls change nothing and should not take SQLite's write lock.
+    if session.scalar(select(SigningKey.kid).where(SigningKey.state == RETIRED, SigningKey.remove_after <= now)):
+        gone = session.execute(
+            delete(SigningKey).where(SigningKey.state == RETIRED, SigningKey.remove_after <= now)
+            .returning(SigningKey.kid)
+        ).scalars().all()
+        session.commit()
+        changes += [f"removed {kid}" for kid in gone]
+    current = session.scalar(select(SigningKey).where(SigningKey.state == CURRENT))
+    has_next = session.scalar(select(SigningKey.kid).where(SigningKey.state == NEXT))
     due = current and current.activated_at + timedelta(days=policy.rotation_days) <= now
     if due and not has_next:
-        changes.append(f"created {rotate(kek).kid}")
+        changes.append(f"created {rotate(kek, session=session).kid}")
     return changes
 
 
@@ -146,9 +148,14 @@ class KeyRing:
             self.reload()
 
     def reload(self) -> None:
-        if self.maintenance_lock is None or self.maintenance_lock():
-            maintain(self.kek, self.policy)
-        keys = list_keys()
+        # A session of its own: this runs in the middle of whatever request needed a key.
+        with Session(db.engine) as session:
+            if self.maintenance_lock is None or self.maintenance_lock():
+                maintain(self.kek, self.policy, session=session)
+            keys = list_keys(session)
+            self._load(keys)
+
+    def _load(self, keys: list[SigningKey]) -> None:
         signing = None
         for key in keys:
             if key.state == CURRENT:
@@ -161,7 +168,6 @@ class KeyRing:
         self._public = KeySet([RSAKey.import_key(jwk) for jwk in public])
         self._jwks = {"keys": public}
         self._loaded_at = time.monotonic()
-        db.session.remove()
 
     def invalidate(self) -> None:
         self._loaded_at = 0.0
