@@ -29,6 +29,9 @@ def init_error_handlers(app: Flask) -> None:
         description = error.description if code < 500 else "the server could not handle the request"
         if wants_json():
             response = jsonify(error=name, error_description=_ascii(error.name))
+            # Like the endpoints' own errors (RFC 6749 §5.1): a 405 or 413 from /token is
+            # not to be cached either. (HTML pages get no-store from security.py.)
+            response.headers["Cache-Control"] = "no-store"
         else:
             response = render_template("error.html", error=name, description=description, status=code)
             response = app.make_response(response)
@@ -44,6 +47,7 @@ def init_error_handlers(app: Flask) -> None:
                                                              "request_id": g.get("request_id")}})
         if wants_json():
             response = jsonify(error="server_error", error_description=f"internal error {error_id}")
+            response.headers["Cache-Control"] = "no-store"
         else:
             response = app.make_response(render_template(
                 "error.html", error="server_error", status=500,

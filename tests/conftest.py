@@ -139,7 +139,8 @@ def live_server(app, settings, base_dir):
         try:
             if requests.get(url + "/healthz", timeout=1).status_code == 200:
                 break
-        except requests.ConnectionError:
+        except requests.RequestException:
+            # Refused before gunicorn listens; a read timeout while the workers still boot.
             pass
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()

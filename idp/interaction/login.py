@@ -9,6 +9,7 @@ from ..errors import InvalidCredentials
 from ..protocol import authorize
 from ..protocol.claims import SCOPE_DESCRIPTIONS
 from ..protocol.clients import query_client
+from ..protocol.params import malformed_reason
 from ..services import sessions, users
 from ..services.consents import grant_consent
 from .web import (
@@ -42,8 +43,18 @@ def _client_name(interaction: dict) -> str:
     return client.name if client else "the application"
 
 
+def _malformed():
+    """The protocol endpoints' input checks (repeated, huge, non-UTF-8 or NUL-bearing
+    parameters, a body that is not a form) apply to the hosted pages too: 400, not a
+    half-read form."""
+    reason = malformed_reason(request, form_required=True)
+    return authorize.error_page("invalid_request", reason) if reason else None
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login():
+    if (refused := _malformed()) is not None:
+        return refused
     interaction_id, interaction = _load_interaction()
     if not interaction:
         return _expired()
@@ -84,6 +95,8 @@ def _logged_in(interaction_id: str, interaction: dict, user):
 
 @bp.route("/consent", methods=["GET", "POST"])
 def consent():
+    if (refused := _malformed()) is not None:
+        return refused
     interaction_id, interaction = _load_interaction()
     _, session = current_session()
     if not interaction or not session:

@@ -169,7 +169,17 @@ def _start_interaction(endpoint: str, params: dict, interaction_id: str | None, 
     return response
 
 
+# Authlib raises these without error_description (e.g. OpenIDCode's prompt=none check);
+# the client gets one with every error, like all our other errors.
+DEFAULT_DESCRIPTIONS = {
+    "login_required": "The end-user must sign in, and prompt=none forbids asking.",
+    "consent_required": "The end-user must consent, and prompt=none forbids asking.",
+}
+
+
 def authorization_error(error: OAuth2Error, params: dict):
+    if not error.description:
+        error.description = DEFAULT_DESCRIPTIONS.get(error.error)
     if not error.redirect_uri:
         return error_page(error.error, error.get_error_description() or "The request is not valid.")
     status, body, headers = error(None)

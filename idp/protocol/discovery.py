@@ -15,6 +15,9 @@ from .grants import AUTH_METHODS
 bp = Blueprint("discovery", __name__)
 
 ACR_VALUES = ["urn:idp:acr:pwd"]
+# What PrivateKeyJWT (server.py) accepts for client assertions: joserfc, under Authlib,
+# refuses PS256 ("not recommended") unless told otherwise, so it is not advertised.
+ASSERTION_ALGS = ["RS256", "ES256"]
 SCOPES = ["openid", "profile", "email", "address", "phone", "offline_access"]
 
 
@@ -36,11 +39,11 @@ def provider_metadata(issuer: str) -> dict:
         "subject_types_supported": ["public"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": AUTH_METHODS,
-        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+        "token_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "introspection_endpoint_auth_methods_supported": [m for m in AUTH_METHODS if m != "none"],
-        "introspection_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+        "introspection_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
-        "revocation_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
+        "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "code_challenge_methods_supported": ["S256"],
         "claims_supported": SUPPORTED_CLAIMS,
         "claims_parameter_supported": True,

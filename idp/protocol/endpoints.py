@@ -4,6 +4,7 @@ tokens (looked up by hash)."""
 
 from __future__ import annotations
 
+from authlib.oauth2.rfc6749 import InvalidRequestError
 from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import current_app
@@ -48,8 +49,19 @@ def find_token(token_string: str, hint: str | None) -> IssuedToken | None:
     return IssuedToken("refresh_token", row=row, active=tokens.refresh_token_active(row, idp.store))
 
 
+def check_token_param(request) -> None:
+    """RFC 7009 §2.2 and RFC 7662 §2.1: an unknown `token_type_hint` is ignored and the search
+    covers every token type. (Authlib refuses it with unsupported_token_type and a 401 without
+    a WWW-Authenticate challenge, which is neither.)"""
+    if "token" not in request.form:
+        raise InvalidRequestError("The 'token' parameter is required.")
+
+
 class Introspection(IntrospectionEndpoint):
     CLIENT_AUTH_METHODS = CONFIDENTIAL_METHODS
+
+    def check_params(self, request, client):
+        check_token_param(request)
 
     def query_token(self, token_string, token_type_hint):
         return find_token(token_string, token_type_hint)
@@ -78,6 +90,9 @@ class Introspection(IntrospectionEndpoint):
 
 class Revocation(RevocationEndpoint):
     CLIENT_AUTH_METHODS = CONFIDENTIAL_METHODS + ["none"]
+
+    def check_params(self, request, client):
+        check_token_param(request)
 
     def query_token(self, token_string, token_type_hint):
         return find_token(token_string, token_type_hint)

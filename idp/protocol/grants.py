@@ -214,6 +214,10 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         token["refresh_token"] = tokens.create_refresh_token(
             client_id=row.client_id, user_id=user.id, scope=row.scope, grant=row.grant, family_id=row.family_id,
             family_expires_at=row.expires_at, access_jti=claims["jti"], access_exp=claims["exp"])
+        if idp.store.get("family-revoked:" + row.family_id) is not None:
+            # A concurrent replay of the old token revoked the family while we were issuing
+            # (its revoke_family may have listed the rows before ours existed): ours die too.
+            tokens.revoke_family(idp.store, row.family_id, idp.settings.refresh_token_ttl)
         if "openid" in scope.split():
             # OIDC Core §12.2: a new ID token for the same authentication.
             token["id_token"] = encode_id_token(user, self.request.client, token, row.grant)

@@ -37,18 +37,25 @@ def _hint_claims(id_token_hint: str | None) -> dict | None:
         return None
     idp = current_app.extensions["idp"]
     try:
-        claims = jwt.decode(id_token_hint, idp.keyring.public_keys(), algorithms=["RS256"]).claims
+        token = jwt.decode(id_token_hint, idp.keyring.public_keys(), algorithms=["RS256"])
     except Exception:
         return None
+    # The same keys sign access tokens (typ at+jwt, RFC 9068 §2.1): only ID tokens
+    # (typ JWT, tokens.sign_jwt's default) are hints.
+    if token.header.get("typ") != "JWT":
+        return None
+    claims = token.claims
     return claims if claims.get("iss") == idp.settings.issuer else None
 
 
 @bp.route("/logout", methods=["GET", "POST"])
 def logout():
+    # First, and for the confirmation form too: a POST must be a well-formed form body
+    # (a JSON or empty body would otherwise read as a logout request without parameters).
+    if reason := malformed_reason(request, form_required=True):
+        return error_page("invalid_request", reason)
     if request.method == "POST" and "logout_id" in request.form:
         return confirm()
-    if reason := malformed_reason(request):
-        return error_page("invalid_request", reason)
     params = request.form if request.method == "POST" else request.args
     hint = params.get("id_token_hint")
     claims = _hint_claims(hint)

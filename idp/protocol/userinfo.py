@@ -8,6 +8,7 @@ from flask import Blueprint, current_app, jsonify, request
 from ..services import tokens
 from ..storage.models import User, db
 from .claims import claims_for
+from .params import FORM_TYPE, malformed_reason
 
 bp = Blueprint("userinfo", __name__)
 
@@ -37,6 +38,10 @@ def _presented_token() -> tuple[str | None, str | None]:
 
 @bp.route("/userinfo", methods=["GET", "POST"])
 def userinfo():
+    # A POST may have no body (Bearer header); a body must be a form (RFC 6750 §2.2).
+    has_body = request.method == "POST" and (request.content_length or request.headers.get("Transfer-Encoding"))
+    if (has_body and request.mimetype != FORM_TYPE) or malformed_reason(request):
+        return _bearer_error(400, "invalid_request", "The request is malformed.")
     token, error = _presented_token()
     if error:
         return _bearer_error(400, "invalid_request", "Send the access token once, as a Bearer token.")

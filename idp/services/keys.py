@@ -75,11 +75,12 @@ def ensure_signing_key(kek: bytes) -> SigningKey | None:
     return key
 
 
-def rotate(kek: bytes, immediate: bool = False, policy: KeyPolicy | None = None, session=None) -> SigningKey:
+def rotate(kek: bytes, immediate: bool = False, policy: KeyPolicy | None = None, session=None,
+           now: datetime | None = None) -> SigningKey:
     """Create the next key. It signs once published for `prepublish_ttl` (see maintain());
     `immediate` promotes it at once (for a compromised key: caches may briefly miss it)."""
     session = session or db.session
-    now = utcnow()
+    now = now or utcnow()
     has_current = session.scalar(select(SigningKey.kid).where(SigningKey.state == CURRENT))
     key = _new_key(kek, NEXT if has_current else CURRENT, now)
     session.add(key)
@@ -120,7 +121,8 @@ def maintain(kek: bytes, policy: KeyPolicy, now: datetime | None = None, session
     has_next = session.scalar(select(SigningKey.kid).where(SigningKey.state == NEXT))
     due = current and current.activated_at + timedelta(days=policy.rotation_days) <= now
     if due and not has_next:
-        changes.append(f"created {rotate(kek, session=session).kid}")
+        # Same clock as the rest of this pass: the new key's pre-publication counts from `now`.
+        changes.append(f"created {rotate(kek, session=session, now=now).kid}")
     return changes
 
 
