@@ -74,6 +74,8 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _init_protocol(app: Flask) -> None:
+    from . import policy
+    from .interaction import accounts
     from .interaction.login import bp as interaction_bp
     from .protocol import authorize, discovery, logout, token, userinfo
     from .protocol.server import init_server
@@ -82,6 +84,8 @@ def _init_protocol(app: Flask) -> None:
     for module in (discovery, authorize, token, userinfo, logout):
         app.register_blueprint(module.bp)
     app.register_blueprint(interaction_bp)
+    accounts.init_app(app)
+    policy.init_app(app)
 
 
 def _engine_options(url: str) -> dict:

@@ -310,6 +310,16 @@ def keys_rotate(immediate, as_json):
     _emit(as_json, _describe_key(key), f"created key {key.kid} ({key.state})")
 
 
+def _register_feature_commands() -> None:
+    from . import cli_accounts, cli_policy
+
+    cli_policy.register(cli)
+    cli_accounts.register(cli)
+
+
+_register_feature_commands()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: every failure is one line on stderr and a non-zero exit."""
     try:

@@ -204,3 +204,8 @@ __all__ = [
     "Base", "db", "User", "Role", "UserRole", "Client", "SigningKey", "RefreshToken", "Consent", "StoreEntry",
     "utcnow", "new_id",
 ]
+
+
+# Feature models live in their own modules; importing them here registers them on the
+# shared metadata (Alembic and the app see one schema).
+from . import account_models, policy_models  # noqa: E402,F401

@@ -1,0 +1,5 @@
+"""Account commands added to `idp users` (export, ...)."""
+
+
+def register(cli) -> None:
+    pass

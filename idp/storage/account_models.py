@@ -1,0 +1,1 @@
+"""Models of the account features (verification, reset, audit, back-channel logout)."""

@@ -1,0 +1,1 @@
+"""Models of the authorization policy module (RBAC/ABAC)."""
