@@ -105,6 +105,8 @@ class UserRole(db.Model):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), primary_key=True)
     role_id: Mapped[int] = mapped_column(ForeignKey("roles.id", ondelete="CASCADE"), primary_key=True)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
+    # Authorization policy (idp/policy): an assignment stops counting at this instant.
+    expires_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
 
 
 class Client(db.Model):
@@ -208,4 +210,4 @@ __all__ = [
 
 # Feature models live in their own modules; importing them here registers them on the
 # shared metadata (Alembic and the app see one schema).
-from . import account_models, policy_models  # noqa: E402,F401
+from . import account_models, policy_models, security_models  # noqa: E402,F401
