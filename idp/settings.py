@@ -92,11 +92,11 @@ _ENV = [
     ("jwks_max_age", "IDP_JWKS_MAX_AGE", int),
     ("key_prepublish_ttl", "IDP_KEY_PREPUBLISH_TTL", int),
     ("key_refresh_ttl", "IDP_KEY_REFRESH_TTL", int),
-    ("smtp_host", "IDP_SMTP_HOST", str),
-    ("smtp_port", "IDP_SMTP_PORT", int),
-    ("smtp_username", "IDP_SMTP_USERNAME", str),
-    ("smtp_password", "IDP_SMTP_PASSWORD", str),
-    ("smtp_starttls", "IDP_SMTP_STARTTLS", bool),
+    # Authorization policy (idp/policy).
+    ("policy_refresh_ttl", "IDP_POLICY_REFRESH_TTL", int),
+    ("id_token_max_bytes", "IDP_ID_TOKEN_MAX_BYTES", int),
+    ("access_token_max_bytes", "IDP_ACCESS_TOKEN_MAX_BYTES", int),
+    ("smtp_url", "IDP_SMTP_URL", str),
     ("mail_from", "IDP_MAIL_FROM", str),
     ("trusted_proxy_hops", "IDP_TRUSTED_PROXY_HOPS", int),
     ("log_format", "IDP_LOG_FORMAT", str),
@@ -127,11 +127,14 @@ class Settings:
     jwks_max_age: int = 300
     key_prepublish_ttl: int = 900
     key_refresh_ttl: int = 30
-    smtp_host: str | None = None
-    smtp_port: int = 25
-    smtp_username: str | None = None
-    smtp_password: str | None = None
-    smtp_starttls: bool = False
+    # Authorization policy: how often a worker checks the policy version stamp, and the
+    # size budgets above which policy claims move out of tokens (to userinfo/introspection).
+    policy_refresh_ttl: int = 2
+    id_token_max_bytes: int = 4096
+    access_token_max_bytes: int = 4096
+    # smtp://[user:pass@]host[:port], smtp+starttls://... or smtps://...; unset: mail is
+    # written to instance/mail/ (embedded mode works offline).
+    smtp_url: str | None = None
     mail_from: str = "idp@localhost"
     trusted_proxy_hops: int = 0
     log_format: str | None = None
@@ -212,7 +215,7 @@ class Settings:
             decode_kek(self.key_encryption_key)
         for name in ("access_token_ttl", "id_token_ttl", "refresh_token_ttl", "code_ttl",
                      "interaction_ttl", "session_ttl", "session_idle_ttl", "key_rotation_days",
-                     "jwks_max_age", "key_prepublish_ttl", "key_refresh_ttl"):
+                     "jwks_max_age", "key_prepublish_ttl", "key_refresh_ttl", "policy_refresh_ttl"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"IDP_{name.upper()} must be a positive number")
         if self.refresh_token_grace_ttl < 0 or self.trusted_proxy_hops < 0:
@@ -220,10 +223,16 @@ class Settings:
         # A new key must be in every cached JWKS before it signs anything.
         if self.key_prepublish_ttl <= self.jwks_max_age:
             raise SettingsError("IDP_KEY_PREPUBLISH_TTL must be longer than IDP_JWKS_MAX_AGE")
+        # Policy claims are dropped to fit; below 1024 bytes even the base claims may not fit, and
+        # verify_access_token refuses tokens longer than 8192 characters.
+        if not 1024 <= self.id_token_max_bytes <= 65536 or not 1024 <= self.access_token_max_bytes <= 8192:
+            raise SettingsError("IDP_ID_TOKEN_MAX_BYTES must be 1024..65536, IDP_ACCESS_TOKEN_MAX_BYTES 1024..8192")
         if self.redis_url and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
         if self.database_url and not self.database_url.startswith(("sqlite", "postgres")):
             raise SettingsError("DATABASE_URL must be a sqlite:// or postgresql:// URL")
+        if self.smtp_url and not self.smtp_url.startswith(("smtp://", "smtp+starttls://", "smtps://")):
+            raise SettingsError("IDP_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://")
         if self.log_format not in (None, "text", "json"):
             raise SettingsError("IDP_LOG_FORMAT must be text or json")
         return self

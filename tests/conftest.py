@@ -41,9 +41,20 @@ def base_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(base_dir) -> Settings:
+def mailbox():
+    """A real SMTP server on loopback; every app in the tests sends its mail here."""
+    from tests.mailbox import Mailbox
+
+    box = Mailbox().start()
+    yield box
+    box.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(base_dir, mailbox) -> Settings:
     services = BACKEND == "services"
     return Settings(
+        smtp_url=mailbox.url,
         issuer="http://127.0.0.1:5000",
         database_url=TEST_DATABASE_URL if services else f"sqlite:///{base_dir}/idp.db",
         redis_url=TEST_REDIS_URL if services else None,
@@ -92,6 +103,8 @@ def _clean_state(request):
                     conn.execute(table.delete())
         store = app.extensions["idp"].store
         store.clear()
+    if "mailbox" in request.fixturenames:
+        request.getfixturevalue("mailbox").clear()
 
 
 @pytest.fixture()
@@ -126,6 +139,7 @@ def live_server(app, settings, base_dir):
         "IDP_INSTANCE_PATH": settings.instance_path,
         "IDP_KEYS_PATH": settings.keys_path,
         "IDP_LOG_LEVEL": "WARNING",
+        "IDP_SMTP_URL": settings.smtp_url,
     })
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url

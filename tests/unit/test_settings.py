@@ -31,13 +31,13 @@ def assert_one_line(exc: pytest.ExceptionInfo, *words: str) -> None:
 
 def test_from_env_reads_variables_and_converts_types(tmp_path):
     s = Settings.from_env({"IDP_ISSUER": "https://id.example.org", "IDP_ACCESS_TOKEN_TTL": " 120 ",
-                           "IDP_REQUIRE_PKCE": "yes", "IDP_SMTP_STARTTLS": "off", "REDIS_URL": "redis://r:1/2",
+                           "IDP_REQUIRE_PKCE": "yes", "IDP_SMTP_URL": "smtp+starttls://u:p@mail:587", "REDIS_URL": "redis://r:1/2",
                            "IDP_TRUSTED_PROXY_HOPS": "1"},
                           dotenv=tmp_path / "missing.env")
     assert s.issuer == "https://id.example.org"
     assert s.access_token_ttl == 120
     assert s.require_pkce is True
-    assert s.smtp_starttls is False
+    assert s.smtp_url == "smtp+starttls://u:p@mail:587"
     assert s.redis_url == "redis://r:1/2"
     assert s.trusted_proxy_hops == 1
     # Unset and empty variables keep the defaults.
@@ -72,7 +72,7 @@ def test_from_env_ignores_dotenv_when_disabled(tmp_path):
     assert Settings.from_env({}, dotenv=None).code_ttl == Settings().code_ttl
 
 
-@pytest.mark.parametrize("var, raw", [("IDP_ACCESS_TOKEN_TTL", "15m"), ("IDP_SMTP_PORT", "2.5"),
+@pytest.mark.parametrize("var, raw", [("IDP_ACCESS_TOKEN_TTL", "15m"), ("IDP_CODE_TTL", "2.5"),
                                       ("IDP_TRUSTED_PROXY_HOPS", "one")])
 def test_from_env_bad_integer_is_one_line_settings_error(var, raw):
     with pytest.raises(SettingsError) as exc:
@@ -80,7 +80,7 @@ def test_from_env_bad_integer_is_one_line_settings_error(var, raw):
     assert_one_line(exc, var, repr(raw))
 
 
-@pytest.mark.parametrize("var, raw", [("IDP_REQUIRE_PKCE", "maybe"), ("IDP_SMTP_STARTTLS", "2")])
+@pytest.mark.parametrize("var, raw", [("IDP_REQUIRE_PKCE", "maybe"), ("IDP_REQUIRE_PKCE", "2")])
 def test_from_env_bad_boolean_is_one_line_settings_error(var, raw):
     with pytest.raises(SettingsError) as exc:
         Settings.from_env({var: raw}, dotenv=None)

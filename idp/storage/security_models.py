@@ -1,0 +1,1 @@
+"""Models of login protection, audit and back-channel logout."""
