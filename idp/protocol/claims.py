@@ -8,6 +8,7 @@ import time
 
 from authlib.oauth2.rfc6749 import InvalidRequestError
 
+from ..policy.claims import fit_claims, policy_claims
 from ..storage.models import User
 
 SCOPE_CLAIMS = {
@@ -20,6 +21,9 @@ SCOPE_CLAIMS = {
 SUPPORTED_CLAIMS = sorted({c for claims in SCOPE_CLAIMS.values() for c in claims}
                           | {"sub", "iss", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp",
                              "at_hash", "sid"})
+# Authorization policy (idp/policy/claims.py): scope `roles` -> roles, `permissions` -> permissions;
+# operator-defined attribute scopes add the claims the policy file names.
+POLICY_CLAIMS = ["roles", "permissions"]
 # Plain words for the consent screen.
 SCOPE_DESCRIPTIONS = {
     "openid": "Sign you in and know who you are",
@@ -28,6 +32,8 @@ SCOPE_DESCRIPTIONS = {
     "address": "See your postal address",
     "phone": "See your phone number",
     "offline_access": "Stay signed in when you are not using it (refresh tokens)",
+    "roles": "See your roles",
+    "permissions": "See what you are allowed to do",
 }
 
 
@@ -72,23 +78,28 @@ def requested_claim_names(claims_request: dict, target: str) -> list[str]:
     return [name for name in claims_request.get(target, {}) if name in SUPPORTED_CLAIMS]
 
 
-def claims_for(user: User, scope: str, extra_names: list[str] = ()) -> dict:
-    """The user's claims released for `scope` plus individually requested ones."""
+def claims_for(user: User, scope: str, extra_names: list[str] = (), with_policy: bool = True) -> dict:
+    """The user's claims released for `scope` plus individually requested ones (and the policy
+    claims of the scope, unless the caller fits those into a token itself)."""
     available = user_claims(user)
     names = {"sub"}
     for s in scope.split():
         names.update(SCOPE_CLAIMS.get(s, ()))
     names.update(extra_names)
-    return {name: available[name] for name in names if name in available}
+    claims = {name: available[name] for name in names if name in available}
+    if with_policy:
+        claims.update(policy_claims(user, scope))
+    return claims
 
 
 def id_token_claims(*, issuer: str, user: User, client_id: str, scope: str, grant: dict, ttl: int,
-                    nonce: str | None = None, at_hash: str | None = None) -> dict:
+                    nonce: str | None = None, at_hash: str | None = None, max_bytes: int = 4096) -> dict:
     """OIDC Core §2 and §3.1.3.6. `grant` carries auth_time, acr, amr, sid and the
-    claims request of the authentication."""
+    claims request of the authentication. Policy claims that would take the token over
+    `max_bytes` stay at userinfo only (listed in `omitted_claims`)."""
     now = int(time.time())
     extra = requested_claim_names(grant.get("claims") or {}, "id_token")
-    claims = claims_for(user, scope, extra)
+    claims = claims_for(user, scope, extra, with_policy=False)
     claims.update({"iss": issuer, "sub": user.id, "aud": client_id, "azp": client_id, "iat": now,
                    "exp": now + ttl, "auth_time": grant.get("auth_time"), "acr": grant.get("acr"),
                    "amr": grant.get("amr"), "sid": grant.get("sid")})
@@ -96,4 +107,5 @@ def id_token_claims(*, issuer: str, user: User, client_id: str, scope: str, gran
         claims["nonce"] = nonce
     if at_hash:
         claims["at_hash"] = at_hash
-    return {k: v for k, v in claims.items() if v is not None}
+    claims = {k: v for k, v in claims.items() if v is not None}
+    return fit_claims(claims, policy_claims(user, scope), max_bytes)

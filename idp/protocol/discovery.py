@@ -9,7 +9,7 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authlib.oidc.discovery import OpenIDProviderMetadata
 from flask import Blueprint, current_app, jsonify
 
-from .claims import SUPPORTED_CLAIMS
+from .claims import POLICY_CLAIMS, SUPPORTED_CLAIMS
 from .grants import AUTH_METHODS
 
 bp = Blueprint("discovery", __name__)
@@ -18,7 +18,8 @@ ACR_VALUES = ["urn:idp:acr:pwd"]
 # What PrivateKeyJWT (server.py) accepts for client assertions: joserfc, under Authlib,
 # refuses PS256 ("not recommended") unless told otherwise, so it is not advertised.
 ASSERTION_ALGS = ["RS256", "ES256"]
-SCOPES = ["openid", "profile", "email", "address", "phone", "offline_access"]
+# roles, permissions: idp/policy/claims.py (attribute scopes are operator-defined, not listed).
+SCOPES = ["openid", "profile", "email", "address", "phone", "offline_access", "roles", "permissions"]
 
 
 @lru_cache(maxsize=8)
@@ -45,7 +46,7 @@ def provider_metadata(issuer: str) -> dict:
         "revocation_endpoint_auth_methods_supported": AUTH_METHODS,
         "revocation_endpoint_auth_signing_alg_values_supported": ASSERTION_ALGS,
         "code_challenge_methods_supported": ["S256"],
-        "claims_supported": SUPPORTED_CLAIMS,
+        "claims_supported": sorted(SUPPORTED_CLAIMS + POLICY_CLAIMS),
         "claims_parameter_supported": True,
         "request_parameter_supported": False,
         "request_uri_parameter_supported": False,

@@ -9,8 +9,9 @@ from authlib.oauth2.rfc7009 import RevocationEndpoint
 from authlib.oauth2.rfc7662 import IntrospectionEndpoint
 from flask import current_app
 
+from ..policy.claims import policy_claims
 from ..services import tokens
-from ..storage.models import RefreshToken
+from ..storage.models import RefreshToken, User, db
 
 CONFIDENTIAL_METHODS = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
 
@@ -81,6 +82,11 @@ class Introspection(IntrospectionEndpoint):
             for name in ("auth_time", "acr", "sid"):
                 if name in c:
                     payload[name] = c[name]
+            # Authorization policy: the scope's roles/permissions/attribute claims, current
+            # (also those the token left out for size, `omitted_claims`).
+            user = db.session.get(User, c["sub"]) if c["sub"] != c["client_id"] else None
+            if user is not None:
+                payload.update(policy_claims(user, c["scope"]))
             return payload
         row = token.row
         return {"active": True, "scope": row.scope, "client_id": row.client_id, "sub": row.user_id,

@@ -16,6 +16,7 @@ from authlib.oidc.core.grants import OpenIDCode
 from authlib.oidc.core.util import create_half_hash
 from flask import current_app
 
+from ..policy.claims import fit_claims, policy_claims
 from ..services import codes, tokens
 from ..storage.models import User, db
 from .claims import id_token_claims, requested_claim_names
@@ -54,6 +55,21 @@ def _access_token_extras(grant: dict) -> dict:
     return {"auth_time": grant.get("auth_time"), "acr": grant.get("acr"), "sid": grant.get("sid"),
             # OIDC Core §5.5: claims requested for userinfo travel with the token.
             "userinfo_claims": requested_claim_names(grant.get("claims") or {}, "userinfo") or None}
+
+
+def _with_policy_claims(extra: dict, user: User, scope: str, client_id: str) -> dict:
+    """Authorization policy: the roles/permissions/attribute claims of the granted scope go into
+    the access token too (RFC 9068 §2.2.3.1), as far as IDP_ACCESS_TOKEN_MAX_BYTES allows; the
+    rest stay at introspection, named in `omitted_claims`."""
+    movable = policy_claims(user, scope)
+    if not movable:
+        return extra
+    s = _idp().settings
+    # The largest values issue_access_token may add (10-digit times, a 64-character jti).
+    base = {"iss": s.issuer, "sub": user.id, "aud": s.issuer, "client_id": client_id, "iat": 10**10,
+            "exp": 10**10, "jti": "j" * 64, "scope": scope, **{k: v for k, v in extra.items() if v is not None}}
+    fitted = fit_claims(base, movable, s.access_token_max_bytes)
+    return {**extra, **{k: v for k, v in fitted.items() if k not in base}}
 
 
 class AuthorizationCode:
@@ -151,7 +167,7 @@ class AuthorizationCodeGrant(grants.AuthorizationCodeGrant):
         grant = record["grant"]
         access, claims = tokens.issue_access_token(
             idp.keyring, _token_settings(), client_id=client.client_id, sub=user.id, scope=scope,
-            jti=record["jti"], extra=_access_token_extras(grant))
+            jti=record["jti"], extra=_with_policy_claims(_access_token_extras(grant), user, scope, client.client_id))
         token = _bearer(access, claims, scope)
         # OIDC Core §11: refresh tokens for OIDC logins only with offline_access.
         if include_refresh_token and ("offline_access" in scopes or "openid" not in scopes):
@@ -180,7 +196,7 @@ def encode_id_token(user, client, token: dict, grant: dict, nonce: str | None = 
     at_hash = create_half_hash(token["access_token"], "RS256").decode()
     claims = id_token_claims(issuer=idp.settings.issuer, user=user, client_id=client.client_id,
                              scope=token["scope"], grant=grant, ttl=idp.settings.id_token_ttl, nonce=nonce,
-                             at_hash=at_hash)
+                             at_hash=at_hash, max_bytes=idp.settings.id_token_max_bytes)
     return tokens.sign_jwt(idp.keyring, claims)
 
 
@@ -209,7 +225,7 @@ class RefreshTokenGrant(grants.RefreshTokenGrant):
         scope = self.request.payload.scope or row.scope
         access, claims = tokens.issue_access_token(
             idp.keyring, _token_settings(), client_id=row.client_id, sub=user.id, scope=scope,
-            extra=_access_token_extras(row.grant))
+            extra=_with_policy_claims(_access_token_extras(row.grant), user, scope, row.client_id))
         token = _bearer(access, claims, scope)
         token["refresh_token"] = tokens.create_refresh_token(
             client_id=row.client_id, user_id=user.id, scope=row.scope, grant=row.grant, family_id=row.family_id,
