@@ -74,7 +74,7 @@ def create_app(settings: Settings | None = None) -> Flask:
 
 
 def _init_protocol(app: Flask) -> None:
-    from . import policy
+    from . import federation, policy
     from .interaction import accounts
     from .interaction.login import bp as interaction_bp
     from .protocol import authorize, discovery, logout, token, userinfo
@@ -86,6 +86,7 @@ def _init_protocol(app: Flask) -> None:
     app.register_blueprint(interaction_bp)
     accounts.init_app(app)
     policy.init_app(app)
+    federation.init_app(app)
 
 
 def _engine_options(url: str) -> dict:

@@ -311,10 +311,11 @@ def keys_rotate(immediate, as_json):
 
 
 def _register_feature_commands() -> None:
-    from . import cli_accounts, cli_policy
+    from . import cli_accounts, cli_policy, cli_saml
 
     cli_policy.register(cli)
     cli_accounts.register(cli)
+    cli_saml.register(cli)
 
 
 _register_feature_commands()

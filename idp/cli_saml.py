@@ -1,0 +1,5 @@
+"""`idp saml` commands (upstream SAML identity providers)."""
+
+
+def register(cli) -> None:
+    pass

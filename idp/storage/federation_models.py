@@ -1,0 +1,1 @@
+"""Models of SAML federation (upstream identity providers)."""
