@@ -96,6 +96,11 @@ _ENV = [
     ("policy_refresh_ttl", "IDP_POLICY_REFRESH_TTL", int),
     ("id_token_max_bytes", "IDP_ID_TOKEN_MAX_BYTES", int),
     ("access_token_max_bytes", "IDP_ACCESS_TOKEN_MAX_BYTES", int),
+    # Accounts: sign-up, email verification, password reset (idp/interaction/accounts.py).
+    ("require_verified_email", "IDP_REQUIRE_VERIFIED_EMAIL", bool),
+    ("password_min_length", "IDP_PASSWORD_MIN_LENGTH", int),
+    ("verify_email_ttl", "IDP_VERIFY_EMAIL_TTL", int),
+    ("reset_password_ttl", "IDP_RESET_PASSWORD_TTL", int),
     ("smtp_url", "IDP_SMTP_URL", str),
     ("mail_from", "IDP_MAIL_FROM", str),
     ("trusted_proxy_hops", "IDP_TRUSTED_PROXY_HOPS", int),
@@ -132,6 +137,12 @@ class Settings:
     policy_refresh_ttl: int = 2
     id_token_max_bytes: int = 4096
     access_token_max_bytes: int = 4096
+    # Accounts: unverified users cannot finish an OIDC login; NIST SP 800-63B §5.1.1.2 minimum
+    # length; lifetimes of the single-use links sent by mail.
+    require_verified_email: bool = True
+    password_min_length: int = 8
+    verify_email_ttl: int = 86400
+    reset_password_ttl: int = 1800
     # smtp://[user:pass@]host[:port], smtp+starttls://... or smtps://...; unset: mail is
     # written to instance/mail/ (embedded mode works offline).
     smtp_url: str | None = None
@@ -218,6 +229,10 @@ class Settings:
                      "jwks_max_age", "key_prepublish_ttl", "key_refresh_ttl", "policy_refresh_ttl"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"IDP_{name.upper()} must be a positive number")
+        if self.verify_email_ttl <= 0 or self.reset_password_ttl <= 0:
+            raise SettingsError("IDP_VERIFY_EMAIL_TTL and IDP_RESET_PASSWORD_TTL must be positive numbers")
+        if not 8 <= self.password_min_length <= 64:
+            raise SettingsError("IDP_PASSWORD_MIN_LENGTH must be 8..64 (NIST SP 800-63B)")
         if self.refresh_token_grace_ttl < 0 or self.trusted_proxy_hops < 0:
             raise SettingsError("IDP_REFRESH_TOKEN_GRACE_TTL and IDP_TRUSTED_PROXY_HOPS must be >= 0")
         # A new key must be in every cached JWKS before it signs anything.
