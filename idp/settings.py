@@ -101,6 +101,18 @@ _ENV = [
     ("password_min_length", "IDP_PASSWORD_MIN_LENGTH", int),
     ("verify_email_ttl", "IDP_VERIFY_EMAIL_TTL", int),
     ("reset_password_ttl", "IDP_RESET_PASSWORD_TTL", int),
+    # Login protection, rate limits, back-channel logout (idp/services/protection.py, backchannel.py).
+    ("lockout_threshold", "IDP_LOCKOUT_THRESHOLD", int),
+    ("lockout_window_ttl", "IDP_LOCKOUT_WINDOW_TTL", int),
+    ("lockout_ttl", "IDP_LOCKOUT_TTL", int),
+    ("lockout_max_ttl", "IDP_LOCKOUT_MAX_TTL", int),
+    ("rate_limit_window_ttl", "IDP_RATE_LIMIT_WINDOW_TTL", int),
+    ("login_rate_limit", "IDP_LOGIN_RATE_LIMIT", int),
+    ("signup_rate_limit", "IDP_SIGNUP_RATE_LIMIT", int),
+    ("reset_rate_limit", "IDP_RESET_RATE_LIMIT", int),
+    ("token_rate_limit", "IDP_TOKEN_RATE_LIMIT", int),
+    ("backchannel_retry_ttl", "IDP_BACKCHANNEL_RETRY_TTL", int),
+    ("backchannel_max_attempts", "IDP_BACKCHANNEL_MAX_ATTEMPTS", int),
     ("smtp_url", "IDP_SMTP_URL", str),
     ("mail_from", "IDP_MAIL_FROM", str),
     ("trusted_proxy_hops", "IDP_TRUSTED_PROXY_HOPS", int),
@@ -143,6 +155,21 @@ class Settings:
     password_min_length: int = 8
     verify_email_ttl: int = 86400
     reset_password_ttl: int = 1800
+    # Login protection: N failed passwords within the window lock the account (email) for
+    # lockout_ttl, doubling at each further lock up to lockout_max_ttl (never permanent).
+    lockout_threshold: int = 5
+    lockout_window_ttl: int = 900
+    lockout_ttl: int = 900
+    lockout_max_ttl: int = 4 * 3600
+    # Per-IP requests per rate_limit_window_ttl seconds (0 = no limit); over it: 429 + Retry-After.
+    rate_limit_window_ttl: int = 60
+    login_rate_limit: int = 30
+    signup_rate_limit: int = 10
+    reset_rate_limit: int = 10
+    token_rate_limit: int = 1200
+    # Back-channel logout deliveries: first retry after this many seconds, doubling; given up after N.
+    backchannel_retry_ttl: int = 10
+    backchannel_max_attempts: int = 8
     # smtp://[user:pass@]host[:port], smtp+starttls://... or smtps://...; unset: mail is
     # written to instance/mail/ (embedded mode works offline).
     smtp_url: str | None = None
@@ -226,13 +253,19 @@ class Settings:
             decode_kek(self.key_encryption_key)
         for name in ("access_token_ttl", "id_token_ttl", "refresh_token_ttl", "code_ttl",
                      "interaction_ttl", "session_ttl", "session_idle_ttl", "key_rotation_days",
-                     "jwks_max_age", "key_prepublish_ttl", "key_refresh_ttl", "policy_refresh_ttl"):
+                     "jwks_max_age", "key_prepublish_ttl", "key_refresh_ttl", "policy_refresh_ttl",
+                     "lockout_threshold", "lockout_window_ttl", "lockout_ttl", "lockout_max_ttl",
+                     "rate_limit_window_ttl", "backchannel_retry_ttl", "backchannel_max_attempts"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"IDP_{name.upper()} must be a positive number")
         if self.verify_email_ttl <= 0 or self.reset_password_ttl <= 0:
             raise SettingsError("IDP_VERIFY_EMAIL_TTL and IDP_RESET_PASSWORD_TTL must be positive numbers")
         if not 8 <= self.password_min_length <= 64:
             raise SettingsError("IDP_PASSWORD_MIN_LENGTH must be 8..64 (NIST SP 800-63B)")
+        if min(self.login_rate_limit, self.signup_rate_limit, self.reset_rate_limit, self.token_rate_limit) < 0:
+            raise SettingsError("IDP_*_RATE_LIMIT must be >= 0 (0: no limit)")
+        if self.lockout_max_ttl < self.lockout_ttl:
+            raise SettingsError("IDP_LOCKOUT_MAX_TTL must be at least IDP_LOCKOUT_TTL")
         if self.refresh_token_grace_ttl < 0 or self.trusted_proxy_hops < 0:
             raise SettingsError("IDP_REFRESH_TOKEN_GRACE_TTL and IDP_TRUSTED_PROXY_HOPS must be >= 0")
         # A new key must be in every cached JWKS before it signs anything.
