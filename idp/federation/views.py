@@ -1,0 +1,199 @@
+"""/saml/NAME/... endpoints: SP metadata, start of login, ACS, and the step back to /authorize.
+
+    login page --"Sign in with NAME"--> GET /saml/NAME/login?interaction=I   (interaction cookie checked)
+        store saml:relay:<hash(R)> = {connection, interaction I, AuthnRequest ID}   (single use)
+        302 -> IdP SSO (HTTP-Redirect, signed AuthnRequest, RelayState=R)
+    IdP --POST SAMLResponse, RelayState=R--> /saml/NAME/acs
+        take the relay record (atomic) -> validate (saml.py) -> provision/link the account
+        store saml:ticket:<hash(T)> = {user, acr, interaction I}; 303 -> /saml/continue?ticket=T
+    GET /saml/continue  (a same-site GET: the SameSite=Lax cookies are back)
+        take the ticket; the interaction cookie must be I (login CSRF); start the SSO session
+        like a password login; resume /authorize (consent, code)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import secrets
+
+from flask import Blueprint, current_app, make_response, redirect, render_template, request, url_for
+
+from ..interaction.web import INTERACTION_COOKIE, SESSION_COOKIE, get_cookie, set_cookie
+from ..protocol import authorize
+from ..services import sessions
+from ..settings import decode_kek
+from ..storage.models import User, db
+from . import connections, saml
+from .provisioning import ProvisioningRefused, provision_user
+
+bp = Blueprint("saml", __name__, url_prefix="/saml")
+logger = logging.getLogger("idp.federation")
+TICKET_TTL = 120
+DEFAULT_ACR = "urn:idp:acr:ext"
+
+
+def _idp():
+    return current_app.extensions["idp"]
+
+
+def _kek() -> bytes:
+    return decode_kek(_idp().settings.key_encryption_key)
+
+
+def _hashed(prefix: str, value: str) -> str:
+    return prefix + hashlib.sha256(value.encode()).hexdigest()
+
+
+def _connection_or_404(name: str):
+    conn = connections.find_connection(name)
+    if conn is None:
+        return None, authorize.error_page("not_found", "There is no such identity provider.", 404)
+    return conn, None
+
+
+@bp.route("/<name>/metadata", methods=["GET"])
+def metadata(name: str):
+    conn, missing = _connection_or_404(name)
+    if missing:
+        return missing
+    body = saml.sp_metadata(conn, _idp().settings.issuer, _kek())
+    response = make_response(body)
+    response.mimetype = "application/samlmetadata+xml"
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+@bp.route("/<name>/login", methods=["GET"])
+def login(name: str):
+    conn, missing = _connection_or_404(name)
+    if missing:
+        return missing
+    interaction_id = request.args.get("interaction", "")
+    cookie = get_cookie(INTERACTION_COOKIE) or ""
+    idp = _idp()
+    if (not interaction_id or len(interaction_id) > 64 or not hmac.compare_digest(cookie, interaction_id)
+            or not idp.store.get_json("interaction:" + interaction_id)):
+        return authorize.error_page("interaction_expired", "This sign-in request has expired or was opened in "
+                                    "another browser. Go back to the application and start again.")
+    connections.refresh_if_stale(conn)
+    relay = secrets.token_urlsafe(32)
+    url, request_id = saml.authn_request_url(conn, idp.settings.issuer, _kek(), relay)
+    idp.store.set_json(_hashed("saml:relay:", relay),
+                       {"connection": conn.id, "interaction": interaction_id, "request_id": request_id},
+                       idp.settings.interaction_ttl)
+    return redirect(url)
+
+
+@bp.route("/<name>/acs", methods=["POST"])
+def acs(name: str):
+    conn, missing = _connection_or_404(name)
+    if missing:
+        return missing
+    if request.mimetype != "application/x-www-form-urlencoded":
+        return refused(conn, saml.SamlRefused("malformed", f"content type {request.mimetype[:60]}"))
+    idp = _idp()
+    relay = request.form.get("RelayState", "")
+    pending = None
+    if relay and len(relay) <= 100:
+        # Atomic take: a RelayState (and so an AuthnRequest ID) is accepted once.
+        pending = idp.store.take_json(_hashed("saml:relay:", relay))
+    if pending is not None and pending.get("connection") != conn.id:
+        return refused(conn, saml.SamlRefused("wrong_connection", "RelayState of another connection"))
+    if pending is None and not conn.allow_idp_initiated:
+        return refused(conn, saml.SamlRefused("unsolicited", "no pending AuthnRequest for this RelayState"))
+    try:
+        identity = saml.process_response(conn, idp.settings.issuer, _kek(), idp.store,
+                                         request.form.get("SAMLResponse"), pending and pending["request_id"])
+        user = provision_user(conn, identity)
+    except saml.SamlRefused as exc:
+        return refused(conn, exc)
+    except ProvisioningRefused as exc:
+        return refused(conn, saml.SamlRefused("account_refused", str(exc)), message=str(exc), status=403)
+    _audit("saml_login", "success", conn=conn, user_id=user.id)
+    acr = identity.acr or DEFAULT_ACR
+    if pending is None:  # IdP-initiated (allowed for this connection): a session, no application
+        response = make_response(render_template("saml/signed_in.html", connection=conn.name, email=user.email))
+        _start_session(response, user, acr)
+        return response
+    ticket = secrets.token_urlsafe(32)
+    idp.store.set_json(_hashed("saml:ticket:", ticket),
+                       {"user_id": user.id, "acr": acr, "interaction": pending["interaction"]}, TICKET_TTL)
+    return redirect(url_for("saml.continue_login", ticket=ticket), code=303)
+
+
+@bp.route("/continue", methods=["GET"])
+def continue_login():
+    idp = _idp()
+    ticket = request.args.get("ticket", "")
+    record = idp.store.take_json(_hashed("saml:ticket:", ticket)) if 0 < len(ticket) <= 100 else None
+    cookie = get_cookie(INTERACTION_COOKIE) or ""
+    interaction = None
+    if record and hmac.compare_digest(cookie, record["interaction"]):
+        interaction = idp.store.get_json("interaction:" + record["interaction"])
+    user = db.session.get(User, record["user_id"]) if record else None
+    if interaction is None or user is None or not user.active:
+        return authorize.error_page("interaction_expired", "This sign-in request has expired or was opened in "
+                                    "another browser. Go back to the application and start again.")
+    interaction_id = record["interaction"]
+    # As a password login does (interaction/login.py): a new session key, the old session ends.
+    sessions.end_session(idp.store, get_cookie(SESSION_COOKIE))
+    cookie_value, session = sessions.create_session(idp.store, user.id, amr=["ext"], acr=record["acr"],
+                                                    idle_ttl=idp.settings.session_idle_ttl,
+                                                    absolute_ttl=idp.settings.session_ttl)
+    interaction["logged_in"] = True
+    idp.store.set_json("interaction:" + interaction_id, interaction, idp.settings.interaction_ttl)
+    response = authorize.resume(interaction_id, interaction, session_override=(cookie_value, session))
+    set_cookie(response, SESSION_COOKIE, cookie_value, idp.settings.session_ttl)
+    return response
+
+
+def _start_session(response, user: User, acr: str) -> None:
+    idp = _idp()
+    sessions.end_session(idp.store, get_cookie(SESSION_COOKIE))
+    cookie_value, _ = sessions.create_session(idp.store, user.id, amr=["ext"], acr=acr,
+                                              idle_ttl=idp.settings.session_idle_ttl,
+                                              absolute_ttl=idp.settings.session_ttl)
+    set_cookie(response, SESSION_COOKIE, cookie_value, idp.settings.session_ttl)
+
+
+REASONS = {
+    "unsolicited": "The identity provider sent a response this sign-in did not ask for (or one already used).",
+    "replayed": "This response was already used.",
+    "expired": "The response has expired. Sign in again.",
+    "weak_algorithm": "The response is signed with an algorithm that is no longer accepted.",
+    "invalid_signature": "The response's signature could not be verified.",
+    "wrong_audience": "The response was meant for another service.",
+    "wrong_destination": "The response was sent to another address.",
+}
+
+
+def refused(conn, exc: saml.SamlRefused, message: str | None = None, status: int = 400):
+    """The one way out for a refused response: a clear page, no session, a log line and an
+    audit event with the reason; the library's detail only in the log."""
+    logger.warning("saml response refused", extra={"fields": {"connection": conn.name, "reason": exc.reason,
+                                                              "detail": exc.detail[:300]}})
+    _audit("saml_login", "failure", conn=conn, reason=exc.reason)
+    text = message or REASONS.get(exc.reason, "The identity provider's response was not accepted.")
+    response = make_response(render_template("saml/refused.html", connection=conn.name, reason=exc.reason,
+                                             message=text), status)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _audit(event: str, result: str, *, conn, user_id: str | None = None, reason: str | None = None) -> None:
+    """Record in the audit service when it exists (idp/services/audit.py, another feature)."""
+    try:
+        from ..services import audit
+    except ImportError:
+        return
+    record = getattr(audit, "record_event", None)
+    if record is None:
+        return
+    try:
+        record(event, result, user_id=user_id, reason=f"{conn.name}:{reason or 'ok'}"[:64],
+               ip=request.remote_addr, user_agent=request.headers.get("User-Agent"))
+    except Exception:  # auditing must never turn a refusal into a 500
+        db.session.rollback()
+        logger.exception("audit event not recorded")

@@ -1,0 +1,121 @@
+"""An independent SAML IdP for the tests: pysaml2 (its own XML stack, signing through Debian's
+`xmlsec1` binary), with keys made here. It answers the AuthnRequest our SP sent with a real
+signed Response; tests then tamper with it."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import shutil
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
+
+IDP_ENTITY = "https://idp.example.test/metadata"
+IDP_SSO = "https://idp.example.test/sso"
+AUTHN_PASSWORD = "urn:oasis:names:tc:SAML:2.0:ac:classes:PasswordProtectedTransport"
+
+
+def make_key_pair(cn: str) -> tuple[str, str]:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=2)).sign(key, hashes.SHA256()))
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                serialization.NoEncryption()).decode()
+    return key_pem, cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+def redirect_query(url: str) -> dict:
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+
+
+class TestIdP:
+    __test__ = False
+
+    def __init__(self, workdir: Path, key_pair: tuple[str, str], entity_id: str = IDP_ENTITY):
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "idp.key").write_text(key_pair[0])
+        (self.dir / "idp.crt").write_text(key_pair[1])
+        self.entity_id = entity_id
+        self.server = None
+
+    def _config(self, sp_metadata: str | None):
+        from saml2 import BINDING_HTTP_REDIRECT
+        from saml2.config import IdPConfig
+        from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_UNSPECIFIED
+
+        conf = IdPConfig()
+        conf.load({
+            "entityid": self.entity_id,
+            "xmlsec_binary": shutil.which("xmlsec1"),
+            "key_file": str(self.dir / "idp.key"),
+            "cert_file": str(self.dir / "idp.crt"),
+            "metadata": {"inline": [sp_metadata]} if sp_metadata else {},
+            "service": {"idp": {
+                "endpoints": {"single_sign_on_service": [(IDP_SSO, BINDING_HTTP_REDIRECT)],
+                              "single_logout_service": [(IDP_SSO.replace("sso", "slo"), BINDING_HTTP_REDIRECT)]},
+                "name_id_format": [NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_UNSPECIFIED],
+                "want_authn_requests_signed": True,
+                "policy": {"default": {"lifetime": {"minutes": 5}, "attribute_restrictions": None,
+                                       "name_form": "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"}},
+            }},
+        })
+        return conf
+
+    def metadata(self) -> str:
+        from saml2.metadata import create_metadata_string
+
+        return create_metadata_string(None, config=self._config(None), valid=24).decode()
+
+    def trust_sp(self, sp_metadata: str) -> None:
+        from saml2.server import Server
+
+        self.server = Server(config=self._config(sp_metadata))
+
+    def parse_request(self, redirect_url: str):
+        """Parse and verify (signature included) the AuthnRequest our SP redirected to."""
+        from saml2 import BINDING_HTTP_REDIRECT
+
+        q = redirect_query(redirect_url)
+        req = self.server.parse_authn_request(q["SAMLRequest"], BINDING_HTTP_REDIRECT,
+                                              relay_state=q.get("RelayState"), sigalg=q.get("SigAlg"),
+                                              signature=q.get("Signature"))
+        return req, q.get("RelayState")
+
+    def response_xml(self, request=None, *, email: str = "alice@corp.example.test", name_id: str | None = None,
+                     identity: dict | None = None, sign_response: bool = True, sign_assertion: bool = True,
+                     sha1: bool = False, **overrides) -> str:
+        """A Response to `request` (a parsed AuthnRequest) or, without one, an unsolicited one."""
+        from saml2 import BINDING_HTTP_POST
+        from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NameID
+        from saml2.xmldsig import DIGEST_SHA1, DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
+
+        if request is not None:
+            args = self.server.response_args(request.message, [BINDING_HTTP_POST])
+            args.pop("binding", None)
+        else:
+            args = {"in_response_to": None, "destination": overrides.pop("destination"),
+                    "sp_entity_id": overrides.pop("sp_entity_id"), "name_id_policy": None}
+        args.update(overrides)
+        identity = identity if identity is not None else {
+            "mail": [email], "givenName": ["Alice"], "sn": ["Cooper"], "displayName": ["Alice Cooper"]}
+        response = self.server.create_authn_response(
+            identity=identity, userid=email,
+            name_id=NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=name_id or email),
+            authn={"class_ref": AUTHN_PASSWORD, "authn_auth": self.entity_id},
+            sign_response=sign_response, sign_assertion=sign_assertion,
+            sign_alg=SIG_RSA_SHA1 if sha1 else SIG_RSA_SHA256, digest_alg=DIGEST_SHA1 if sha1 else DIGEST_SHA256,
+            **args)
+        return str(response)
+
+
+def b64(xml: str | bytes) -> str:
+    return base64.b64encode(xml.encode() if isinstance(xml, str) else xml).decode()

@@ -1,0 +1,53 @@
+"""SP-initiated SAML login bridged into the OIDC authorization code flow (issue 7)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from idp.storage.federation_models import FederatedIdentity
+from idp.storage.models import User, db
+from tests.factories import exchange, query
+
+from .saml_idp import AUTHN_PASSWORD, redirect_query
+
+
+def test_login_page_offers_each_connection(flow):
+    assert 'Sign in with testidp' in flow.login_page()
+
+
+def test_authn_request_is_signed_and_relay_state_opaque(flow):
+    request, relay = flow.start()
+    q = redirect_query(flow.redirect_url)
+    assert q["SigAlg"] == "http://www.w3.org/2001/04/xmldsig-more#rsa-sha256" and q["Signature"]
+    assert request.message.assertion_consumer_service_url == "http://127.0.0.1:5000/saml/testidp/acs"
+    assert len(relay) >= 40 and flow.params["state"] not in relay
+
+
+def test_round_trip_gives_code_and_id_token_with_mapped_claims(app, flow):
+    request, relay = flow.start()
+    response = flow.finish(flow.post(flow.idp.response_xml(request), relay))
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    q = query(response.headers["Location"])
+    assert q["state"] == flow.params["state"]
+    token = exchange(flow.browser, flow.client_id, flow.secret, q["code"], flow.verifier)
+    assert token.status_code == 200, token.get_json()
+    from joserfc import jwt
+
+    claims = jwt.decode(token.get_json()["id_token"], app.extensions["idp"].keyring.public_keys()).claims
+    assert claims["amr"] == ["ext"] and claims["acr"] == AUTHN_PASSWORD
+    assert claims["email"] == "alice@corp.example.test" and claims["name"] == "Alice Cooper"
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == "alice@corp.example.test"))
+        assert user.profile == {"given_name": "Alice", "family_name": "Cooper"}
+        link = db.session.scalar(select(FederatedIdentity))
+        assert link.user_id == user.id and link.subject == "alice@corp.example.test"
+
+
+def test_sp_metadata_is_signed_with_acs_and_slo(client, connection):
+    response = client.get("/saml/testidp/metadata")
+    body = response.get_data(as_text=True)
+    assert response.status_code == 200 and response.mimetype == "application/samlmetadata+xml"
+    assert "ds:Signature" in body and "rsa-sha256" in body
+    assert 'Location="http://127.0.0.1:5000/saml/testidp/acs"' in body
+    assert 'Location="http://127.0.0.1:5000/saml/testidp/slo"' in body
+    assert client.get("/saml/nope/metadata").status_code == 404
