@@ -2,4 +2,5 @@
 
 
 def init_app(app) -> None:
-    pass
+    from . import account  # part B: /account (profile, sessions), back-channel logout worker
+    account.init_app(app)

@@ -10,7 +10,8 @@ from ..protocol import authorize
 from ..protocol.claims import SCOPE_DESCRIPTIONS
 from ..protocol.clients import query_client
 from ..protocol.params import malformed_reason
-from ..services import sessions, users
+from ..rate_limit import locked_message, rate_limited  # part B: login protection
+from ..services import protection, sessions
 from ..services.consents import grant_consent
 from .web import (
     INTERACTION_COOKIE,
@@ -52,20 +53,26 @@ def _malformed():
 
 
 @bp.route("/login", methods=["GET", "POST"])
+@rate_limited("login")  # per-IP limit: 429 + Retry-After
 def login():
     if (refused := _malformed()) is not None:
         return refused
     interaction_id, interaction = _load_interaction()
     if not interaction:
         return _expired()
-    error = None
+    error = retry_after = None
     email = ""
     if request.method == "POST":
         email = request.form.get("email", "")[:320]
         if not check_csrf("login", interaction_id, request.form.get("csrf_token")):
             return authorize.error_page("invalid_request", "The form expired. Go back and try again.")
+        idp = current_app.extensions["idp"]
         try:
-            user = users.authenticate(email, request.form.get("password", ""))
+            # Lockout with back-off, audit trail, new-device mail (services/protection.py).
+            user = protection.login(idp.store, idp.settings, email, request.form.get("password", ""),
+                                    ip=request.remote_addr, user_agent=request.user_agent.string or None)
+        except protection.AccountLocked as exc:
+            error, retry_after = locked_message(exc.retry_after), exc.retry_after
         except InvalidCredentials:
             error = "Invalid email or password."
         else:
@@ -75,6 +82,9 @@ def login():
         client_name=_client_name(interaction), email=email, error=error))
     if error:
         response.status_code = 401
+    if retry_after:  # a locked account (services/protection.py)
+        response.status_code = 429
+        response.headers["Retry-After"] = str(retry_after)
     return response
 
 
@@ -85,7 +95,8 @@ def _logged_in(interaction_id: str, interaction: dict, user):
     sessions.end_session(idp.store, get_cookie(SESSION_COOKIE))
     cookie, session = sessions.create_session(idp.store, user.id, amr=["pwd"], acr="urn:idp:acr:pwd",
                                               idle_ttl=settings.session_idle_ttl,
-                                              absolute_ttl=settings.session_ttl)
+                                              absolute_ttl=settings.session_ttl, ip=request.remote_addr,
+                                              user_agent=request.user_agent.string or None)
     interaction["logged_in"] = True
     idp.store.set_json("interaction:" + interaction_id, interaction, settings.interaction_ttl)
     response = authorize.resume(interaction_id, interaction, session_override=(cookie, session))

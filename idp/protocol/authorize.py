@@ -25,6 +25,7 @@ from werkzeug.wrappers import Request
 
 from ..interaction import policy
 from ..interaction.web import INTERACTION_COOKIE, clear_cookie, current_session, set_cookie
+from ..services import sessions
 from ..services.consents import granted_scopes
 from ..storage.models import User, db
 from .claims import parse_claims_parameter
@@ -81,6 +82,8 @@ def run(params: dict, interaction_id: str | None, interaction: dict | None, sess
         return _start_interaction("interaction.consent", params, interaction_id, interaction)
     grant.authentication = {"auth_time": session["auth_time"], "acr": session["acr"], "amr": session["amr"],
                             "sid": session["sid"], "claims": extras["claims"] or None}
+    # Back-Channel Logout 1.0 §2.6: the clients to notify when this session ends.
+    sessions.record_client(current_app.extensions["idp"].store, session, grant.client.client_id)
     response = server.create_authorization_response(request=oauth_request, grant_user=user, grant=grant)
     response = _deliver(response, params)
     if interaction_id:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
+from ..rate_limit import rate_limited
 from .endpoints import Introspection, Revocation
 from .params import malformed_reason
 from .server import get_server
@@ -25,6 +26,7 @@ def _no_store(response):
 
 
 @bp.post("/token")
+@rate_limited("token")  # per-IP limit: 429 + Retry-After (services/protection.py)
 def token():
     if reason := malformed_reason(request, form_required=True):
         return _invalid_request(reason)
