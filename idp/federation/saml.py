@@ -200,27 +200,26 @@ def _check_not_replayed(conn: SamlConnection, store, auth: OneLogin_Saml2_Auth) 
         raise SamlRefused("replayed", f"assertion {assertion_id[:80]} seen before")
 
 
-# python3-saml's messages -> short reasons for the page and the audit log.
+# python3-saml's messages (onelogin/saml2/response.py) -> short reasons for the page and audit log;
+# first match wins.
 _REASONS = [
-    ("deprecated", "weak_algorithm"), ("sha1", "weak_algorithm"),
-    ("audience", "wrong_audience"), ("destination", "wrong_destination"), ("recipient", "wrong_destination"),
-    ("inresponseto", "wrong_in_response_to"), ("in_response_to", "wrong_in_response_to"),
-    ("expired", "expired"), ("notonorafter", "expired"), ("not on or after", "expired"),
-    ("notbefore", "not_yet_valid"), ("not valid yet", "not_yet_valid"),
-    ("assertion", "invalid_assertion"), ("signature", "invalid_signature"), ("signed", "invalid_signature"),
+    ("deprecated", "weak_algorithm"),
+    ("was received at", "wrong_destination"), ("empty destination", "wrong_destination"),
+    ("audience", "wrong_audience"),
+    ("inresponseto", "wrong_in_response_to"),
+    ("expired", "expired"), ("not yet valid", "not_yet_valid"),
+    ("issuer", "wrong_issuer"),
+    ("subjectconfirmation", "wrong_destination"),
+    ("nameid", "no_subject"),
+    ("must contain 1 assertion", "invalid_assertion"),
+    ("not signed", "unsigned"), ("no signature found", "unsigned"),
+    ("signature", "invalid_signature"), ("signed", "invalid_signature"),
 ]
 
 
 def _reason(message: str) -> str:
     lowered = message.lower()
-    if "signature" in lowered and "not signed" not in lowered and "no signature" not in lowered:
-        if "deprecated" in lowered or "sha1" in lowered:
-            return "weak_algorithm"
-        return "invalid_signature"
-    for needle, reason in _REASONS:
-        if needle in lowered:
-            return reason
-    return "invalid_response"
+    return next((reason for needle, reason in _REASONS if needle in lowered), "invalid_response")
 
 
 def sign_check_cert(conn: SamlConnection) -> list[str]:

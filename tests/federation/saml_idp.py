@@ -46,8 +46,9 @@ class TestIdP:
         (self.dir / "idp.crt").write_text(key_pair[1])
         self.entity_id = entity_id
         self.server = None
+        self.sp_metadata: list[str] = []
 
-    def _config(self, sp_metadata: str | None):
+    def _config(self, sp_metadata: list[str] | None):
         from saml2 import BINDING_HTTP_REDIRECT
         from saml2.config import IdPConfig
         from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_UNSPECIFIED
@@ -58,7 +59,7 @@ class TestIdP:
             "xmlsec_binary": shutil.which("xmlsec1"),
             "key_file": str(self.dir / "idp.key"),
             "cert_file": str(self.dir / "idp.crt"),
-            "metadata": {"inline": [sp_metadata]} if sp_metadata else {},
+            "metadata": {"inline": sp_metadata} if sp_metadata else {},
             "service": {"idp": {
                 "endpoints": {"single_sign_on_service": [(IDP_SSO, BINDING_HTTP_REDIRECT)],
                               "single_logout_service": [(IDP_SSO.replace("sso", "slo"), BINDING_HTTP_REDIRECT)]},
@@ -78,7 +79,8 @@ class TestIdP:
     def trust_sp(self, sp_metadata: str) -> None:
         from saml2.server import Server
 
-        self.server = Server(config=self._config(sp_metadata))
+        self.sp_metadata.append(sp_metadata)
+        self.server = Server(config=self._config(self.sp_metadata))
 
     def parse_request(self, redirect_url: str):
         """Parse and verify (signature included) the AuthnRequest our SP redirected to."""
