@@ -113,10 +113,13 @@ def clients():
 @click.option("--skip-consent", is_flag=True, help="First-party client: no consent screen.")
 @click.option("--require-pkce", is_flag=True, help="Require PKCE even though the client is confidential.")
 @click.option("--client-id", help="Choose the client id (default: random).")
+@click.option("--backchannel-logout-uri", help="OpenID Back-Channel Logout: where logout tokens are POSTed.")
+@click.option("--backchannel-logout-session-required", is_flag=True, help="The client needs sid in logout tokens.")
 @json_option
 @with_appcontext
 def clients_create(name, redirect_uris, grant_types, scope, public, logout_uris, token_endpoint_auth_method,
-                   jwks_file, jwks_uri, skip_consent, require_pkce, client_id, as_json):
+                   jwks_file, jwks_uri, skip_consent, require_pkce, client_id, as_json,
+                   backchannel_logout_uri=None, backchannel_logout_session_required=False):
     """Register a client. The secret is printed once and stored only as a hash."""
     from .services.clients import ClientSpec, create_client, describe
 
@@ -129,7 +132,9 @@ def clients_create(name, redirect_uris, grant_types, scope, public, logout_uris,
     spec = ClientSpec(name=name, redirect_uris=list(redirect_uris), grant_types=list(grant_types), scope=scope,
                       public=public, post_logout_redirect_uris=list(logout_uris),
                       token_endpoint_auth_method=token_endpoint_auth_method, skip_consent=skip_consent,
-                      require_pkce=require_pkce, jwks=jwks, jwks_uri=jwks_uri, client_id=client_id)
+                      require_pkce=require_pkce, jwks=jwks, jwks_uri=jwks_uri, client_id=client_id,
+                      backchannel_logout_uri=backchannel_logout_uri,
+                      backchannel_logout_session_required=backchannel_logout_session_required)
     client, secret = create_client(spec)
     data = describe(client)
     if secret:
@@ -156,9 +161,13 @@ def clients_list(as_json):
 @json_option
 @with_appcontext
 def clients_show(client_id, as_json):
+    from .services import backchannel
     from .services.clients import describe, get_client
 
-    _emit(as_json, describe(get_client(client_id)))
+    data = describe(get_client(client_id))
+    if data.get("backchannel_logout_uri"):  # last delivery status of logout tokens
+        data["backchannel_logout_status"] = backchannel.status(client_id)
+    _emit(as_json, data)
 
 
 @clients.command("delete")
@@ -239,7 +248,20 @@ def users_disable(user, as_json):
 
     row = find_user(user)
     disable_user(row)
+    _end_everything(row.id, "admin_disable")
     _emit(as_json, describe(row), f"disabled {row.email}")
+
+
+def _end_everything(user_id: str, reason: str) -> None:
+    """Sessions and refresh tokens of the user end; clients with a back-channel logout URI
+    are told at once (one delivery attempt here, retries by the server's workers)."""
+    from .services import audit, backchannel, sessions, tokens
+
+    idp = current_app.extensions["idp"]
+    sessions.end_all_sessions(idp.store, user_id)
+    tokens.revoke_user_tokens(idp.store, user_id, idp.settings.refresh_token_ttl)
+    audit.record_event("logout", "success", user_id=user_id, reason=reason)
+    backchannel.deliver_due(idp.keyring, idp.settings)
 
 
 @users.command("delete")

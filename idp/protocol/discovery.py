@@ -55,7 +55,9 @@ def provider_metadata(issuer: str) -> dict:
         "claim_types_supported": ["normal"],
         # RFC 9207: iss in every authorization response.
         "authorization_response_iss_parameter_supported": True,
-        "backchannel_logout_supported": False,
+        # OpenID Back-Channel Logout 1.0 §2.1 (idp/services/backchannel.py); sid is always sent.
+        "backchannel_logout_supported": True,
+        "backchannel_logout_session_supported": True,
         "frontchannel_logout_supported": False,
     }
     # Authlib's models check the metadata against the specs' rules.

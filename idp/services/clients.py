@@ -64,6 +64,9 @@ class ClientSpec:
     jwks: dict | None = None
     jwks_uri: str | None = None
     client_id: str | None = None
+    # OpenID Back-Channel Logout 1.0 §2.2.
+    backchannel_logout_uri: str | None = None
+    backchannel_logout_session_required: bool = False
 
 
 def _metadata(spec: ClientSpec) -> dict:
@@ -111,6 +114,11 @@ def _metadata(spec: ClientSpec) -> dict:
         "skip_consent": spec.skip_consent,
         "require_pkce": spec.require_pkce or spec.public,
     }
+    if spec.backchannel_logout_uri:
+        # Back-Channel Logout 1.0 §2.2: absolute, no fragment; https (http only on loopback).
+        check_redirect_uri_value(spec.backchannel_logout_uri, False, "back-channel logout URI")
+        metadata["backchannel_logout_uri"] = spec.backchannel_logout_uri
+        metadata["backchannel_logout_session_required"] = spec.backchannel_logout_session_required
     if spec.jwks:
         metadata["jwks"] = spec.jwks
     if spec.jwks_uri:
