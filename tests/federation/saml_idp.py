@@ -39,12 +39,14 @@ def redirect_query(url: str) -> dict:
 class TestIdP:
     __test__ = False
 
-    def __init__(self, workdir: Path, key_pair: tuple[str, str], entity_id: str = IDP_ENTITY):
+    def __init__(self, workdir: Path, key_pair: tuple[str, str], entity_id: str = IDP_ENTITY,
+                 sso_url: str = IDP_SSO):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "idp.key").write_text(key_pair[0])
         (self.dir / "idp.crt").write_text(key_pair[1])
         self.entity_id = entity_id
+        self.sso_url = sso_url
         self.server = None
         self.sp_metadata: list[str] = []
 
@@ -61,8 +63,8 @@ class TestIdP:
             "cert_file": str(self.dir / "idp.crt"),
             "metadata": {"inline": sp_metadata} if sp_metadata else {},
             "service": {"idp": {
-                "endpoints": {"single_sign_on_service": [(IDP_SSO, BINDING_HTTP_REDIRECT)],
-                              "single_logout_service": [(IDP_SSO.replace("sso", "slo"), BINDING_HTTP_REDIRECT)]},
+                "endpoints": {"single_sign_on_service": [(self.sso_url, BINDING_HTTP_REDIRECT)],
+                              "single_logout_service": [(self.sso_url + "/slo", BINDING_HTTP_REDIRECT)]},
                 "name_id_format": [NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_UNSPECIFIED],
                 "want_authn_requests_signed": True,
                 "policy": {"default": {"lifetime": {"minutes": 5}, "attribute_restrictions": None,
