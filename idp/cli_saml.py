@@ -56,7 +56,8 @@ def saml():
               help="Sign AuthnRequests (HTTP-Redirect SigAlg/Signature).")
 @click.option("--allow-idp-initiated", is_flag=True, help="Accept unsolicited (IdP-initiated) responses.")
 @click.option("--email-domain", "email_domains", multiple=True,
-              help="Send users with this email domain straight to this IdP (repeatable).")
+              help="Email domain served by this IdP (repeatable; stored and checked for overlaps, "
+                   "login-page routing not wired yet).")
 @json_option
 @with_appcontext
 def saml_add(name, metadata_file, metadata_url, attribute_map, provisioning, sign_requests, allow_idp_initiated,

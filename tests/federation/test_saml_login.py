@@ -51,3 +51,26 @@ def test_sp_metadata_is_signed_with_acs_and_slo(client, connection):
     assert 'Location="http://127.0.0.1:5000/saml/testidp/acs"' in body
     assert 'Location="http://127.0.0.1:5000/saml/testidp/slo"' in body
     assert client.get("/saml/nope/metadata").status_code == 404
+
+
+def test_continue_in_another_browser_is_refused(app, flow):
+    """Login CSRF: the step back to /authorize needs this browser's interaction cookie."""
+    request, relay = flow.start()
+    acs = flow.post(flow.idp.response_xml(request), relay)
+    assert acs.status_code == 303
+    other = app.test_client()
+    response = other.get(acs.headers["Location"])
+    assert response.status_code == 400 and "interaction_expired" in response.get_data(as_text=True)
+    # The ticket was single use: the right browser cannot use it afterwards either.
+    assert flow.browser.get(acs.headers["Location"]).status_code == 400
+    assert not flow.has_session()
+
+
+def test_saml_login_without_the_interaction_cookie_is_refused(app, flow):
+    flow.login_page()
+    other = app.test_client()
+    response = other.get("/saml/testidp/login", query_string={"interaction": "x" * 32})
+    assert response.status_code == 400
+    assert other.get("/saml/unknown/login").status_code == 404
+    assert other.post("/saml/unknown/acs", data={"SAMLResponse": "x"}).status_code == 404
+    assert other.get("/saml/testidp/acs").status_code == 405
