@@ -16,6 +16,7 @@ from ..services.consents import grant_consent
 from .web import (
     INTERACTION_COOKIE,
     SESSION_COOKIE,
+    allow_form_redirect,
     check_csrf,
     csrf_token,
     current_session,
@@ -85,7 +86,7 @@ def login():
     if retry_after:  # a locked account (services/protection.py)
         response.status_code = 429
         response.headers["Retry-After"] = str(retry_after)
-    return response
+    return allow_form_redirect(response, interaction["params"].get("redirect_uri"))
 
 
 def _logged_in(interaction_id: str, interaction: dict, user):
@@ -128,5 +129,6 @@ def consent():
         idp.store.set_json("interaction:" + interaction_id, interaction, idp.settings.interaction_ttl)
         return authorize.resume(interaction_id, interaction)
     scopes = [(s, SCOPE_DESCRIPTIONS.get(s, s)) for s in scope.split()]
-    return render_template("consent.html", interaction=interaction_id, csrf_token=csrf_token("consent", interaction_id),
-                           client_name=client.name, scopes=scopes)
+    return allow_form_redirect(current_app.make_response(render_template(
+        "consent.html", interaction=interaction_id, csrf_token=csrf_token("consent", interaction_id),
+        client_name=client.name, scopes=scopes)), params.get("redirect_uri"))

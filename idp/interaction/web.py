@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
+from urllib.parse import urlsplit
 
 from flask import current_app, request
 
@@ -51,3 +53,22 @@ def current_session() -> tuple[str | None, dict | None]:
     cookie = get_cookie(SESSION_COOKIE)
     session = sessions.load_session(idp.store, cookie, idp.settings.session_idle_ttl)
     return (cookie, session) if session else (None, None)
+
+
+def allow_form_redirect(response, redirect_uri: str | None):
+    """Let this page's forms end in a redirect to the client's redirect_uri. CSP `form-action`
+    also governs the redirects that follow a form submission (CSP Level 3 §6.3.1; Chromium
+    enforces it), so with the default `form-action 'self'` the browser would block the login
+    or consent POST's 302 to the client. The redirect_uri was validated by /authorize."""
+    parts = urlsplit(redirect_uri or "")
+    if parts.scheme in ("http", "https") and parts.netloc and re.fullmatch(r"[A-Za-z0-9.\-\[\]:]+", parts.netloc):
+        source = f"{parts.scheme}://{parts.netloc}"
+    elif re.fullmatch(r"[a-z][a-z0-9.+\-]*", parts.scheme or ""):  # private-use scheme (RFC 8252 §7.1)
+        source = f"{parts.scheme}:"
+    else:
+        return response
+    # idp/security.py's default policy, with the client's origin added to form-action.
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+        f"form-action 'self' {source}; frame-ancestors 'none'; base-uri 'none'")
+    return response
