@@ -90,6 +90,11 @@ def login():
 
 
 def _logged_in(interaction_id: str, interaction: dict, user):
+    from .accounts import verification_required
+
+    # IDP_REQUIRE_VERIFIED_EMAIL: no session until the email is confirmed (page to resend the mail).
+    if (unverified := verification_required(interaction_id, interaction, user)) is not None:
+        return unverified
     idp = current_app.extensions["idp"]
     settings = idp.settings
     # A fresh session key on every login (no fixation); the old session ends.

@@ -103,7 +103,22 @@ def disable_user(user: User) -> None:
         db.session.commit()
 
 
-def delete_user(user: User) -> None:
+def delete_user(user: User, *, store=None, refresh_token_ttl: int | None = None) -> None:
+    """Delete the user and revoke everything first: every SSO session, every refresh token and
+    the access tokens they carried (rows cascade away, but tokens already handed out would stay
+    valid until they expire). The audit trail keeps a pseudonymous record. Defaults to the
+    app's store and settings (the CLI runs in an app context)."""
+    from . import audit, sessions, tokens
+
+    if store is None or refresh_token_ttl is None:
+        from flask import current_app
+
+        idp = current_app.extensions["idp"]
+        store, refresh_token_ttl = store or idp.store, refresh_token_ttl or idp.settings.refresh_token_ttl
+    user_id = user.id
+    sessions.end_all_sessions(store, user_id)
+    tokens.revoke_user_tokens(store, user_id, refresh_token_ttl)
+    audit.pseudonymize_user_events(user_id)
     db.session.delete(user)
     db.session.commit()
 
