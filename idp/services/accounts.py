@@ -143,6 +143,7 @@ def reset_password(settings: Settings, store: Store, token: str | None, password
     user.email_verified = True
     db.session.commit()
     revoke_everything(settings, store, user.id)
+    audit.record_event("password_change", "success", user_id=user.id, email=user.email, reason="reset_link")
     return user, Mail(user.email, "password_changed", {"name": user.name, "when": when()})
 
 
@@ -153,6 +154,7 @@ def change_password(settings: Settings, store: Store, user: User, current: str, 
     check_new_password(new, email=user.email, min_length=settings.password_min_length)
     _store_password(user, new)
     revoke_everything(settings, store, user.id)
+    audit.record_event("password_change", "success", user_id=user.id, email=user.email, reason="account_page")
     return Mail(user.email, "password_changed", {"name": user.name, "when": when()})
 
 

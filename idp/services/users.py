@@ -118,6 +118,7 @@ def delete_user(user: User, *, store=None, refresh_token_ttl: int | None = None)
     user_id = user.id
     sessions.end_all_sessions(store, user_id)
     tokens.revoke_user_tokens(store, user_id, refresh_token_ttl)
+    audit.record_event("account_delete", "success", user_id=user_id, email=user.email)
     audit.pseudonymize_user_events(user_id)
     db.session.delete(user)
     db.session.commit()

@@ -59,6 +59,7 @@ def test_change_password_needs_the_current_one_and_revokes_other_sessions(app, c
     with app.app_context():
         authenticate("alice@example.com", NEW)
         assert db.session.scalar(select(RefreshToken.revoked_at).limit(1)) is not None
+        assert db.session.scalar(select(AuthEvent.reason).where(AuthEvent.event == "password_change")) == "account_page"
     silent = auth_params(client_id, prompt="none")
     assert query(other_browser.get("/authorize", query_string=silent).headers["Location"])["error"] == "login_required"
     # This browser got a fresh session.
@@ -105,6 +106,8 @@ def test_delete_needs_the_password_then_revokes_everything(app, client, mailbox)
         assert db.session.scalar(select(db.func.count()).select_from(Consent)) == 0
         event = db.session.scalar(select(AuthEvent).where(AuthEvent.event == "login"))
         assert event.user_id is None and event.email is None and event.pseudonym
+        deleted = db.session.scalar(select(AuthEvent).where(AuthEvent.event == "account_delete"))
+        assert deleted.user_id is None and deleted.email is None and deleted.pseudonym == event.pseudonym
     # The access token it carried is revoked too (introspection says inactive).
     introspected = client.post("/introspect", data={"token": tokens["access_token"]}, auth=(client_id, secret))
     assert introspected.get_json() == {"active": False}
