@@ -161,12 +161,16 @@ def clients_list(as_json):
 @json_option
 @with_appcontext
 def clients_show(client_id, as_json):
+    from .policy.report import worst_case_token_size
     from .services import backchannel
     from .services.clients import describe, get_client
 
-    data = describe(get_client(client_id))
+    client = get_client(client_id)
+    data = describe(client)
     if data.get("backchannel_logout_uri"):  # last delivery status of logout tokens
         data["backchannel_logout_status"] = backchannel.status(client_id)
+    # Largest ID/access token any user could get, policy claims included (issue: token budget).
+    data["worst_case_token_size"] = worst_case_token_size(client)
     _emit(as_json, data)
 
 

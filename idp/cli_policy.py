@@ -350,23 +350,6 @@ def claims_explain(email, client_id, scope, as_json):
     _emit(as_json, data, "\n".join(lines))
 
 
-def _clients_show_with_token_size(original: click.Command) -> click.Command:
-    """`idp clients show` also reports the worst-case token sizes (policy claims included)."""
-
-    @click.command("show", help=original.help)
-    @click.argument("client_id")
-    @json_option
-    @with_appcontext
-    def clients_show(client_id, as_json):
-        from .policy.report import worst_case_token_size
-        from .services.clients import describe, get_client
-
-        client = get_client(client_id)
-        data = {**describe(client), "worst_case_token_size": worst_case_token_size(client)}
-        _emit(as_json, data, "\n".join(f"{k}: {v}" for k, v in data.items()))
-    return clients_show
-
-
 def register(cli) -> None:
     cli.add_command(roles)
     cli.add_command(groups)
@@ -378,5 +361,3 @@ def register(cli) -> None:
         _user_permissions(True)))
     users.add_command(click.command("revoke-permission", help="Take direct permissions from a user.")(
         _user_permissions(False)))
-    # `idp clients show` with worst_case_token_size (_clients_show_with_token_size) is not
-    # registered: tests/cli/test_cli.py compares its JSON exactly; see `idp claims explain`.

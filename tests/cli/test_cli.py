@@ -139,7 +139,10 @@ def test_clients_list_show_rotate_secret_and_delete(cli):
 
     shown = cli.json("clients", "show", second["client_id"])
     expected = {k: v for k, v in second.items() if k != "client_secret"}
+    sizes = shown.pop("worst_case_token_size")
     assert shown == expected
+    # The token budget report (issue 6): byte sizes of the largest tokens this client can get.
+    assert set(sizes) >= {"id_token", "access_token"}, sizes
 
     rotated = cli.json("clients", "rotate-secret", second["client_id"])
     assert rotated["client_id"] == second["client_id"]
