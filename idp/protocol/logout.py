@@ -15,6 +15,7 @@ from joserfc import jwt
 
 from ..interaction.web import (
     SESSION_COOKIE,
+    allow_form_redirect,
     check_csrf,
     clear_cookie,
     csrf_token,
@@ -78,8 +79,11 @@ def logout():
     idp = current_app.extensions["idp"]
     logout_id = secrets.token_urlsafe(24)
     idp.store.set_json("logout:" + logout_id, {"target": target}, LOGOUT_TTL)
-    return render_template("logout.html", logout_id=logout_id, client_name=client.name if client else None,
-                           csrf_token=csrf_token("logout", logout_id + (get_cookie(SESSION_COOKIE) or "")))
+    page = current_app.make_response(render_template(
+        "logout.html", logout_id=logout_id, client_name=client.name if client else None,
+        csrf_token=csrf_token("logout", logout_id + (get_cookie(SESSION_COOKIE) or ""))))
+    # The confirmation POST ends in a redirect to the client: CSP form-action must allow it.
+    return allow_form_redirect(page, target)
 
 
 def confirm():

@@ -286,3 +286,15 @@ def test_unknown_logout_id_is_refused(rp, client):
     fields["logout_id"] = "x" * 32
     assert_error_page(client.post("/logout", data={**fields, "logout": "yes"}))
     assert logged_in(client, cid)
+
+
+def test_confirmation_page_lets_its_form_redirect_only_to_the_validated_uri(rp, client):
+    """CSP form-action governs the redirect after the POST (Chromium enforces it): the page
+    allows the registered post_logout_redirect_uri's origin, and no other."""
+    cid, _, id_token, _ = rp
+    page = start(client, id_token_hint=id_token, post_logout_redirect_uri=LOGOUT_URI, state="s")
+    csp = dict(d.strip().split(" ", 1) for d in page.headers["Content-Security-Policy"].split(";"))
+    assert csp["form-action"] == "'self' http://127.0.0.1:9"
+    unvalidated = start(client, id_token_hint=id_token, post_logout_redirect_uri="http://127.0.0.1:8/else")
+    csp = dict(d.strip().split(" ", 1) for d in unvalidated.headers["Content-Security-Policy"].split(";"))
+    assert csp["form-action"] == "'self'"
