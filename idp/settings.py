@@ -92,6 +92,7 @@ _ENV = [
     ("jwks_max_age", "IDP_JWKS_MAX_AGE", int),
     ("key_prepublish_ttl", "IDP_KEY_PREPUBLISH_TTL", int),
     ("key_refresh_ttl", "IDP_KEY_REFRESH_TTL", int),
+    ("client_cache_ttl", "IDP_CLIENT_CACHE_TTL", int),
     # Authorization policy (idp/policy).
     ("policy_refresh_ttl", "IDP_POLICY_REFRESH_TTL", int),
     ("id_token_max_bytes", "IDP_ID_TOKEN_MAX_BYTES", int),
@@ -144,6 +145,8 @@ class Settings:
     jwks_max_age: int = 300
     key_prepublish_ttl: int = 900
     key_refresh_ttl: int = 30
+    # Workers keep client registrations this long (the token path then needs no query).
+    client_cache_ttl: int = 5
     # Authorization policy: how often a worker checks the policy version stamp, and the
     # size budgets above which policy claims move out of tokens (to userinfo/introspection).
     policy_refresh_ttl: int = 2
@@ -266,8 +269,8 @@ class Settings:
             raise SettingsError("IDP_*_RATE_LIMIT must be >= 0 (0: no limit)")
         if self.lockout_max_ttl < self.lockout_ttl:
             raise SettingsError("IDP_LOCKOUT_MAX_TTL must be at least IDP_LOCKOUT_TTL")
-        if self.refresh_token_grace_ttl < 0 or self.trusted_proxy_hops < 0:
-            raise SettingsError("IDP_REFRESH_TOKEN_GRACE_TTL and IDP_TRUSTED_PROXY_HOPS must be >= 0")
+        if self.refresh_token_grace_ttl < 0 or self.trusted_proxy_hops < 0 or self.client_cache_ttl < 0:
+            raise SettingsError("IDP_REFRESH_TOKEN_GRACE_TTL, IDP_TRUSTED_PROXY_HOPS and IDP_CLIENT_CACHE_TTL must be >= 0")
         # A new key must be in every cached JWKS before it signs anything.
         if self.key_prepublish_ttl <= self.jwks_max_age:
             raise SettingsError("IDP_KEY_PREPUBLISH_TTL must be longer than IDP_JWKS_MAX_AGE")

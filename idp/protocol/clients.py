@@ -1,24 +1,23 @@
-"""The Authlib view of a registered client (authlib ClientMixin) over our Client row."""
+"""The Authlib view of a registered client (authlib ClientMixin): an immutable snapshot of
+our Client row, so that it can be cached between requests."""
 
 from __future__ import annotations
 
 import hmac
 
 from authlib.oauth2.rfc6749 import ClientMixin
+from flask import current_app
 
-from ..services.clients import hash_secret
+from ..services.clients import client_cache, hash_secret
 from ..storage.models import Client, db
 
 
 class OAuthClient(ClientMixin):
     def __init__(self, row: Client):
-        self.row = row
         self.client_id = row.client_id
+        self.name = row.name
+        self.secret_hash = row.client_secret_hash
         self.metadata = row.client_metadata or {}
-
-    @property
-    def name(self) -> str:
-        return self.row.name
 
     @property
     def public(self) -> bool:
@@ -60,9 +59,9 @@ class OAuthClient(ClientMixin):
                    for u in self.metadata.get("post_logout_redirect_uris") or [])
 
     def check_client_secret(self, client_secret):
-        if not self.row.client_secret_hash or not isinstance(client_secret, str):
+        if not self.secret_hash or not isinstance(client_secret, str):
             return False
-        return hmac.compare_digest(self.row.client_secret_hash, hash_secret(client_secret))
+        return hmac.compare_digest(self.secret_hash, hash_secret(client_secret))
 
     def check_endpoint_auth_method(self, method, endpoint):
         return method == self.metadata.get("token_endpoint_auth_method")
@@ -80,5 +79,15 @@ class OAuthClient(ClientMixin):
 def query_client(client_id) -> OAuthClient | None:
     if not isinstance(client_id, str) or not 0 < len(client_id) <= 64:
         return None
-    row = db.session.get(Client, client_id)
-    return OAuthClient(row) if row else None
+    settings = current_app.extensions["idp"].settings
+    key = (settings.sqlalchemy_url, client_id)
+    # Every token, introspection and revocation request authenticates a client: keep the
+    # database off that path for IDP_CLIENT_CACHE_TTL seconds (unknown ids are never cached).
+    client = client_cache.get(key)
+    if client is None:
+        row = db.session.get(Client, client_id)
+        if row is None:
+            return None
+        client = OAuthClient(row)
+        client_cache.put(key, client, settings.client_cache_ttl)
+    return client

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -21,6 +22,34 @@ from ..storage.models import Client, db, utcnow
 GRANT_TYPES = ("authorization_code", "refresh_token", "client_credentials")
 AUTH_METHODS = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 SCOPES = ("openid", "profile", "email", "phone", "address", "offline_access")
+
+
+class ClientCache:
+    """Per-process cache of client snapshots for the token path. A change made here (rotate,
+    delete) is dropped from this process at once; other workers and nodes see it within the
+    TTL (IDP_CLIENT_CACHE_TTL)."""
+
+    def __init__(self):
+        self._entries: dict = {}
+
+    def get(self, key):
+        entry = self._entries.get(key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, key, value, ttl: int) -> None:
+        if ttl > 0:
+            if len(self._entries) > 10000:  # bounded memory with very many clients
+                self._entries.clear()
+            self._entries[key] = (time.monotonic() + ttl, value)
+
+    def forget(self, client_id: str) -> None:
+        for key in [k for k in self._entries if k[1] == client_id]:
+            self._entries.pop(key, None)
+
+
+client_cache = ClientCache()
 
 
 def hash_secret(secret: str) -> str:
@@ -157,6 +186,7 @@ def list_clients() -> list[Client]:
 def delete_client(client_id: str) -> None:
     db.session.delete(get_client(client_id))
     db.session.commit()
+    client_cache.forget(client_id)
 
 
 def rotate_secret(client_id: str) -> str:
@@ -167,6 +197,7 @@ def rotate_secret(client_id: str) -> str:
     client.client_secret_hash = hash_secret(secret)
     client.secret_rotated_at = utcnow()
     db.session.commit()
+    client_cache.forget(client_id)
     return secret
 
 

@@ -20,8 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, case, delete, func, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, delete, text
 
 from .models import StoreEntry
 
@@ -79,6 +78,32 @@ class Store(ABC):
         return None if raw is None else json.loads(raw)
 
 
+# One statement per operation, written once: the same SQL runs on SQLite (>= 3.35) and
+# PostgreSQL, and text() skips SQLAlchemy's per-call statement construction on the hot path
+# (the token endpoint's rate-limit counter, the introspection denylist check).
+_SQL_GET = text("SELECT value FROM store_entries WHERE key = :key AND expires_at > :now")
+_SQL_TTL = text("SELECT expires_at FROM store_entries WHERE key = :key")
+_SQL_SET = text(
+    "INSERT INTO store_entries (key, value, counter, expires_at) VALUES (:key, :value, 0, :expires_at) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, counter = 0, expires_at = excluded.expires_at")
+# Replace only an expired row; a live one makes the upsert a no-op that returns nothing.
+_SQL_ADD = text(
+    "INSERT INTO store_entries (key, value, counter, expires_at) VALUES (:key, :value, 0, :expires_at) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value, counter = 0, expires_at = excluded.expires_at "
+    "WHERE store_entries.expires_at <= :now RETURNING key")
+_SQL_TAKE = text("DELETE FROM store_entries WHERE key = :key RETURNING value, expires_at")
+_SQL_DELETE = text("DELETE FROM store_entries WHERE key = :key RETURNING expires_at")
+# A counter past its expiry restarts at `amount` with a fresh window; a live one keeps its expiry.
+_SQL_INCR = text(
+    "INSERT INTO store_entries (key, value, counter, expires_at) VALUES (:key, NULL, :amount, :expires_at) "
+    "ON CONFLICT (key) DO UPDATE SET "
+    "counter = CASE WHEN store_entries.expires_at <= :now THEN :amount ELSE store_entries.counter + :amount END, "
+    "expires_at = CASE WHEN store_entries.expires_at <= :now THEN excluded.expires_at "
+    "ELSE store_entries.expires_at END "
+    "RETURNING counter")
+_SQL_PURGE = text("DELETE FROM store_entries WHERE expires_at <= :now")
+
+
 class SqlStore(Store):
     """One row per key in `store_entries`; expired rows are ignored by every read and purged
     now and then. Each method is a single SQL statement in its own transaction, so callers
@@ -94,83 +119,48 @@ class SqlStore(Store):
         value = self._engine_or_factory
         return value if isinstance(value, Engine) else value()
 
-    def _insert(self):
-        dialect = self.engine.dialect.name
-        if dialect == "postgresql":
-            return postgresql.insert(_table)
-        if dialect == "sqlite":
-            return sqlite.insert(_table)
-        raise RuntimeError(f"SqlStore does not support {dialect}")
-
-    def _execute(self, statement):
+    def _execute(self, statement, **params):
         with self.engine.begin() as conn:
-            result = conn.execute(statement)
+            result = conn.execute(statement, params)
             rows = result.all() if result.returns_rows else None
             if random.random() < self.PURGE_PROBABILITY:
-                conn.execute(delete(_table).where(_table.c.expires_at <= time.time()))
+                conn.execute(_SQL_PURGE, {"now": time.time()})
         return rows
 
     def get(self, key):
-        rows = self._execute(
-            select(_table.c.value).where(_table.c.key == key, _table.c.expires_at > time.time())
-        )
+        rows = self._execute(_SQL_GET, key=key, now=time.time())
         return rows[0][0] if rows else None
 
     def set(self, key, value, ttl):
-        stmt = self._insert().values(key=key, value=value, counter=0, expires_at=time.time() + ttl)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_table.c.key],
-            set_={"value": stmt.excluded.value, "counter": 0, "expires_at": stmt.excluded.expires_at},
-        )
-        self._execute(stmt)
+        self._execute(_SQL_SET, key=key, value=value, expires_at=time.time() + ttl)
 
     def add(self, key, value, ttl):
         now = time.time()
-        stmt = self._insert().values(key=key, value=value, counter=0, expires_at=now + ttl)
-        # Replace only an expired row; a live one makes the upsert a no-op returning nothing.
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_table.c.key],
-            set_={"value": stmt.excluded.value, "counter": 0, "expires_at": stmt.excluded.expires_at},
-            where=_table.c.expires_at <= now,
-        ).returning(_table.c.key)
-        return bool(self._execute(stmt))
+        return bool(self._execute(_SQL_ADD, key=key, value=value, expires_at=now + ttl, now=now))
 
     def take(self, key):
-        rows = self._execute(
-            delete(_table).where(_table.c.key == key).returning(_table.c.value, _table.c.expires_at)
-        )
+        rows = self._execute(_SQL_TAKE, key=key)
         if not rows or rows[0][1] <= time.time():
             return None
         return rows[0][0]
 
     def delete(self, key):
-        rows = self._execute(
-            delete(_table).where(_table.c.key == key).returning(_table.c.expires_at)
-        )
+        rows = self._execute(_SQL_DELETE, key=key)
         return bool(rows) and rows[0][0] > time.time()
 
     def incr(self, key, ttl, amount=1):
         now = time.time()
-        stmt = self._insert().values(key=key, value=None, counter=amount, expires_at=now + ttl)
-        expired = _table.c.expires_at <= now
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[_table.c.key],
-            set_={
-                "counter": case((expired, amount), else_=_table.c.counter + amount),
-                "expires_at": case((expired, stmt.excluded.expires_at), else_=_table.c.expires_at),
-            },
-        ).returning(_table.c.counter)
-        return int(self._execute(stmt)[0][0])
+        return int(self._execute(_SQL_INCR, key=key, amount=amount, expires_at=now + ttl, now=now)[0][0])
 
     def ttl(self, key):
-        rows = self._execute(select(_table.c.expires_at).where(_table.c.key == key))
+        rows = self._execute(_SQL_TTL, key=key)
         if not rows:
             return None
         remaining = rows[0][0] - time.time()
         return remaining if remaining > 0 else None
 
     def ping(self):
-        self._execute(select(func.count()).select_from(_table).where(_table.c.key == "ping"))
+        self._execute(_SQL_TTL, key="ping")
 
     def purge_expired(self) -> int:
         with self.engine.begin() as conn:
