@@ -17,10 +17,13 @@ def init_app(app) -> None:
     @app.context_processor
     def saml_links():
         def saml_connections() -> list[str]:
-            from .connections import list_connections
+            from sqlalchemy import select
 
-            try:
-                return [c.name for c in list_connections()]
+            from ..storage.federation_models import SamlConnection
+            from ..storage.models import db
+
+            try:  # the model only: python3-saml stays unloaded until a SAML request
+                return list(db.session.scalars(select(SamlConnection.name).order_by(SamlConnection.name)))
             except Exception:  # the login page must render even if this table is unreachable
                 return []
 

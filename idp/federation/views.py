@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import importlib
 import logging
 import secrets
 
@@ -25,9 +26,22 @@ from ..protocol import authorize
 from ..services import sessions
 from ..settings import decode_kek
 from ..storage.models import User, db
-from . import connections, saml
 from .provisioning import ProvisioningRefused, provision_user
 
+
+class _LazyModule:
+    """python3-saml, lxml and xmlsec cost ~12 MB per worker: load them with the first SAML
+    request, not at startup (most deployments never use SAML)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr):
+        return getattr(importlib.import_module(self._name, __package__), attr)
+
+
+connections = _LazyModule(".connections")
+saml = _LazyModule(".saml")
 bp = Blueprint("saml", __name__, url_prefix="/saml")
 logger = logging.getLogger("idp.federation")
 TICKET_TTL = 120
