@@ -12,6 +12,7 @@ import json
 import os
 import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -43,13 +44,17 @@ class Cli:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)  # fails on anything but exactly one JSON document
 
+    # Connections are closed at once (`with sqlite3.connect()` alone does not close): a
+    # connection left open in this process loses its POSIX locks when stored_bytes() closes
+    # its own descriptor on the same file, and the CLI's next write can then corrupt what it
+    # reads (sqlite.org/howtocorrupt.html §2.2).
     def query(self, sql: str, *params) -> list[tuple]:
-        with sqlite3.connect(self.db_file) as conn:
+        with closing(sqlite3.connect(self.db_file)) as conn:
             return conn.execute(sql, params).fetchall()
 
     def snapshot(self) -> dict[str, list]:
         """Every row of every table: compared before and after a command that must write nothing."""
-        with sqlite3.connect(self.db_file) as conn:
+        with closing(sqlite3.connect(self.db_file)) as conn:
             tables = [r[0] for r in conn.execute(
                 "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")]
             return {t: sorted(map(repr, conn.execute(f'SELECT * FROM "{t}"'))) for t in tables}

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 
 from alembic.autogenerate import compare_metadata
@@ -86,7 +87,7 @@ def test_db_upgrade_twice_is_idempotent(tmp_path):
     assert "Running upgrade" not in runs[1].stderr
 
     db_file = tmp_path / "instance" / "idp.db"
-    with sqlite3.connect(db_file) as conn:
+    with closing(sqlite3.connect(db_file)) as conn:
         versions = conn.execute("SELECT version_num FROM alembic_version").fetchall()
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
