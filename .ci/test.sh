@@ -62,10 +62,14 @@ start_postgres
 echo "services: redis pid $REDIS_PID, postgres $(head -1 "$PG_DATA/postmaster.pid")"
 
 FAILED=0
+SUITE=0
 run_suite() {  # run_suite LABEL ENV...
   local label=$1 rc=0; shift
+  SUITE=$((SUITE + 1))
   echo "=== pytest: $label"
-  env "$@" "$PY" -m pytest -q "${PYTEST_ARGS[@]}" || rc=$?
+  # A private --basetemp: pytest otherwise prunes old numbered temp dirs under /tmp, which
+  # deletes the files of another pytest session still running on the same machine.
+  env "$@" "$PY" -m pytest -q --basetemp "$WORK/pytest-$SUITE" "${PYTEST_ARGS[@]}" || rc=$?
   if ((rc == 5)); then echo "pytest ($label): no tests collected"; fi
   if ((rc != 0)); then FAILED=1; echo "pytest ($label) failed with exit $rc"; fi
 }
