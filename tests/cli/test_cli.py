@@ -44,10 +44,8 @@ class Cli:
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)  # fails on anything but exactly one JSON document
 
-    # Connections are closed at once (`with sqlite3.connect()` alone does not close): a
-    # connection left open in this process loses its POSIX locks when stored_bytes() closes
-    # its own descriptor on the same file, and the CLI's next write can then corrupt what it
-    # reads (sqlite.org/howtocorrupt.html §2.2).
+    # Closed at once (`with sqlite3.connect()` alone commits but does not close): no handle of
+    # ours stays open on a file the CLI subprocesses write.
     def query(self, sql: str, *params) -> list[tuple]:
         with closing(sqlite3.connect(self.db_file)) as conn:
             return conn.execute(sql, params).fetchall()
