@@ -137,7 +137,12 @@ def me_permissions():
         return _error(401, "invalid_token", "The access token's user is gone.")
     cache = policy_cache()
     policy, subject = cache.policy(), cache.subject(user)
-    return _no_store({"sub": user.id, "roles": role_assignments(user.id), "groups": user_groups(user.id),
+    now = datetime.now(UTC)
+    # Expired assignments grant nothing, so they are not the user's roles (operators still
+    # see them with `idp policy explain`).
+    roles = [r for r in role_assignments(user.id)
+             if r["expires_at"] is None or datetime.fromisoformat(r["expires_at"]) > now]
+    return _no_store({"sub": user.id, "roles": roles, "groups": user_groups(user.id),
                       "effective_roles": policy.effective_roles(subject),
                       "direct_permissions": subject.permissions,
                       "permissions": policy.effective_permissions(subject)})

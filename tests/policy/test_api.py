@@ -178,3 +178,15 @@ def test_discovery_advertises_the_policy_scopes(client):
     meta = client.get("/.well-known/openid-configuration").get_json()
     assert {"roles", "permissions"} <= set(meta["scopes_supported"])
     assert {"roles", "permissions"} <= set(meta["claims_supported"])
+
+
+def test_me_permissions_leaves_out_expired_role_assignments(client, setup):
+    from datetime import UTC, datetime, timedelta
+
+    user, client_id, secret = setup
+    admin.assign_role(user, "viewer", expires_at=datetime.now(UTC) - timedelta(minutes=1))
+    later = datetime.now(UTC) + timedelta(days=1)
+    admin.assign_role(user, "editor", expires_at=later)
+    token = login(client, client_id, secret, "openid")["access_token"]
+    body = client.get("/api/v1/me/permissions", headers={"Authorization": f"Bearer {token}"}).get_json()
+    assert body["roles"] == [{"role": "editor", "expires_at": later.isoformat()}]
