@@ -24,6 +24,7 @@ def create_app(settings: Settings | None = None, migrations: bool = True) -> Fla
     from .logs import configure_logging, init_request_logging
     from .security import init_security_headers
     from .services.keys import KeyPolicy, KeyRing
+    from .services.users import configure_password_hashing
     from .storage.models import db
     from .storage.store import create_store
 
@@ -31,6 +32,7 @@ def create_app(settings: Settings | None = None, migrations: bool = True) -> Fla
     if not settings.production:
         settings = settings.with_generated_secrets()
     configure_logging(settings.effective_log_format, settings.log_level)
+    configure_password_hashing(settings.argon2_memory_kib, settings.argon2_time_cost, settings.argon2_parallelism)
 
     instance = Path(settings.instance_path).resolve()
     instance.mkdir(parents=True, exist_ok=True)

@@ -93,6 +93,9 @@ _ENV = [
     ("key_prepublish_ttl", "IDP_KEY_PREPUBLISH_TTL", int),
     ("key_refresh_ttl", "IDP_KEY_REFRESH_TTL", int),
     ("client_cache_ttl", "IDP_CLIENT_CACHE_TTL", int),
+    ("argon2_memory_kib", "IDP_ARGON2_MEMORY_KIB", int),
+    ("argon2_time_cost", "IDP_ARGON2_TIME_COST", int),
+    ("argon2_parallelism", "IDP_ARGON2_PARALLELISM", int),
     # Authorization policy (idp/policy).
     ("policy_refresh_ttl", "IDP_POLICY_REFRESH_TTL", int),
     ("id_token_max_bytes", "IDP_ID_TOKEN_MAX_BYTES", int),
@@ -147,6 +150,10 @@ class Settings:
     key_refresh_ttl: int = 30
     # Workers keep client registrations this long (the token path then needs no query).
     client_cache_ttl: int = 5
+    # Password hashing: argon2id with OWASP's parameters (19 MiB, 2 passes, 1 lane).
+    argon2_memory_kib: int = 19456
+    argon2_time_cost: int = 2
+    argon2_parallelism: int = 1
     # Authorization policy: how often a worker checks the policy version stamp, and the
     # size budgets above which policy claims move out of tokens (to userinfo/introspection).
     policy_refresh_ttl: int = 2
@@ -282,6 +289,9 @@ class Settings:
             raise SettingsError("REDIS_URL must start with redis://, rediss:// or unix://")
         if self.database_url and not self.database_url.startswith(("sqlite", "postgres")):
             raise SettingsError("DATABASE_URL must be a sqlite:// or postgresql:// URL")
+        if self.argon2_time_cost < 1 or self.argon2_parallelism < 1 or \
+                self.argon2_memory_kib < 8 * self.argon2_parallelism:
+            raise SettingsError("IDP_ARGON2_*: time cost and parallelism >= 1, memory >= 8 KiB per lane")
         if self.smtp_url and not self.smtp_url.startswith(("smtp://", "smtp+starttls://", "smtps://")):
             raise SettingsError("IDP_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://")
         if self.log_format not in (None, "text", "json"):

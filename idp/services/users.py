@@ -14,10 +14,22 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 1024
 
 
-@lru_cache(maxsize=4)
-def password_context(memory_cost: int = 19456, time_cost: int = 2, parallelism: int = 1) -> CryptContext:
-    # OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1. Hashes made with other
-    # parameters or schemes verify and are re-hashed at the next successful login.
+# OWASP Password Storage Cheat Sheet: argon2id, m=19 MiB, t=2, p=1. Settable with
+# IDP_ARGON2_* (create_app calls configure_password_hashing); hashes made with other
+# parameters or schemes verify and are re-hashed at the next successful login.
+_ARGON2 = {"memory_cost": 19456, "time_cost": 2, "parallelism": 1}
+
+
+def configure_password_hashing(memory_cost: int, time_cost: int, parallelism: int) -> None:
+    _ARGON2.update(memory_cost=memory_cost, time_cost=time_cost, parallelism=parallelism)
+
+
+def password_context() -> CryptContext:
+    return _context(**_ARGON2)
+
+
+@lru_cache(maxsize=8)
+def _context(memory_cost: int, time_cost: int, parallelism: int) -> CryptContext:
     return CryptContext(schemes=["argon2", "pbkdf2_sha256"], deprecated="auto",
                         argon2__type="ID", argon2__memory_cost=memory_cost,
                         argon2__rounds=time_cost, argon2__parallelism=parallelism)
