@@ -158,17 +158,23 @@ class KeyRing:
             self._load(keys)
 
     def _load(self, keys: list[SigningKey]) -> None:
+        # Importing an RSA private key validates it (~50 ms in cryptography): only a key this
+        # process has not seen yet is decrypted and imported; the periodic reload reuses it.
         signing = None
         for key in keys:
             if key.state == CURRENT:
-                pem = decrypt_private_key(self.kek, key.kid, key.private_key_encrypted)
-                signing = RSAKey.import_key(pem, {"kid": key.kid, "use": "sig", "alg": key.alg})
+                if self._signing is not None and self._signing.kid == key.kid:
+                    signing = self._signing
+                else:
+                    pem = decrypt_private_key(self.kek, key.kid, key.private_key_encrypted)
+                    signing = RSAKey.import_key(pem, {"kid": key.kid, "use": "sig", "alg": key.alg})
         # Newest first: clients that pick the first matching key get the current one.
         order = {CURRENT: 0, NEXT: 1, RETIRED: 2}
         public = [k.public_jwk for k in sorted(keys, key=lambda k: order.get(k.state, 3))]
+        if public != self._jwks["keys"]:
+            self._public = KeySet([RSAKey.import_key(jwk) for jwk in public])
+            self._jwks = {"keys": public}
         self._signing = signing
-        self._public = KeySet([RSAKey.import_key(jwk) for jwk in public])
-        self._jwks = {"keys": public}
         self._loaded_at = time.monotonic()
 
     def invalidate(self) -> None:

@@ -80,7 +80,8 @@ class User(db.Model):
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow, onupdate=utcnow)
 
-    roles: Mapped[list[Role]] = relationship(secondary="user_roles", lazy="selectin")
+    # Loaded when used (CLI, policy): not a second query on every user load (userinfo, login).
+    roles: Mapped[list[Role]] = relationship(secondary="user_roles", lazy="select")
 
     def get_user_id(self) -> str:  # Authlib's user protocol
         return self.id
