@@ -100,23 +100,6 @@ def _engine_options(url: str) -> dict:
     return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
 
 
-def _return_large_allocations_to_the_os() -> None:
-    """argon2id allocates 19 MiB per hash; glibc's dynamic mmap threshold then keeps such
-    blocks in the heap, and every worker grows by ~20 MB after its first login. A fixed
-    threshold hands them back on free (mallopt(M_MMAP_THRESHOLD, 128 KiB))."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt(-3, 128 * 1024)  # -3 = M_MMAP_THRESHOLD (glibc malloc.h)
-    except (OSError, AttributeError):
-        pass  # not glibc: nothing to tune
-
-
-_return_large_allocations_to_the_os()
-
-
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record):
     import sqlite3
