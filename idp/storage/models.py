@@ -211,4 +211,11 @@ __all__ = [
 
 # Feature models live in their own modules; importing them here registers them on the
 # shared metadata (Alembic and the app see one schema).
-from . import account_models, federation_models, policy_models, security_models  # noqa: E402,F401
+from . import (  # noqa: E402,F401
+    account_models,
+    federation_models,
+    mfa_models,
+    passkey_models,
+    policy_models,
+    security_models,
+)

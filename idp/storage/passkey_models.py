@@ -1,0 +1,3 @@
+"""Models of WebAuthn passkeys."""
+
+from __future__ import annotations
