@@ -15,7 +15,10 @@ def init_security_headers(app: Flask, https: bool) -> None:
         headers.setdefault("Cross-Origin-Opener-Policy", "same-origin")
         headers.setdefault(
             "Content-Security-Policy",
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
+            # Scripts and fetch() only from this origin (the passkey ceremony, form_post):
+            # no inline script, no eval.
+            "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "form-action 'self'; "
             "frame-ancestors 'none'; base-uri 'none'")
         if https:
             headers.setdefault("Strict-Transport-Security", "max-age=31536000; includeSubDomains")

@@ -69,6 +69,6 @@ def allow_form_redirect(response, redirect_uri: str | None):
         return response
     # idp/security.py's default policy, with the client's origin added to form-action.
     response.headers["Content-Security-Policy"] = (
-        "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+        "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; img-src 'self' data:; "
         f"form-action 'self' {source}; frame-ancestors 'none'; base-uri 'none'")
     return response
