@@ -56,12 +56,15 @@ def saml():
               help="Sign AuthnRequests (HTTP-Redirect SigAlg/Signature).")
 @click.option("--allow-idp-initiated", is_flag=True, help="Accept unsolicited (IdP-initiated) responses.")
 @click.option("--email-domain", "email_domains", multiple=True,
-              help="Email domain served by this IdP (repeatable; stored and checked for overlaps, "
-                   "login-page routing not wired yet).")
+              help="Email domain served by this IdP (repeatable): the login page sends these users straight "
+                   "to it.")
+@click.option("--require-mfa", is_flag=True, help="Ask for our second factor after this IdP's login.")
+@click.option("--clock-skew", "clock_skew_ttl", type=int, default=None,
+              help="Seconds of clock skew allowed on this IdP's timestamps (default: IDP_SAML_CLOCK_SKEW).")
 @json_option
 @with_appcontext
 def saml_add(name, metadata_file, metadata_url, attribute_map, provisioning, sign_requests, allow_idp_initiated,
-             email_domains, as_json):
+             email_domains, require_mfa, clock_skew_ttl, as_json):
     """Connect an upstream IdP; prints what to give the IdP's administrator."""
     from .errors import InvalidInput
     from .federation import connections
@@ -79,11 +82,45 @@ def saml_add(name, metadata_file, metadata_url, attribute_map, provisioning, sig
     conn = connections.create_connection(
         _kek(), name=name, metadata_xml=xml, metadata_url=metadata_url, attribute_map=mapping,
         provisioning=provisioning, sign_requests=sign_requests, allow_idp_initiated=allow_idp_initiated,
-        email_domains=email_domains)
+        email_domains=email_domains, require_mfa=require_mfa, clock_skew_ttl=clock_skew_ttl)
     data = connections.describe(conn, _issuer())
     _emit(as_json, data, f"added SAML connection {name}\n"
           f"give the IdP: SP metadata {data['sp_metadata_url']}\n  entity ID {data['sp_entity_id']}\n"
           f"  ACS (HTTP-POST) {data['acs_url']}")
+
+
+@saml.command("update")
+@click.argument("name")
+@click.option("--attribute-map", type=click.Path(dir_okay=False), help="New attribute map (YAML or JSON).")
+@click.option("--provisioning", type=click.Choice(["jit", "link-by-email", "existing-only"]))
+@click.option("--sign-requests/--no-sign-requests", default=None)
+@click.option("--allow-idp-initiated/--no-allow-idp-initiated", default=None)
+@click.option("--email-domain", "email_domains", multiple=True,
+              help="Email domain served by this IdP (repeatable; replaces the list).")
+@click.option("--no-email-domains", is_flag=True, help="Route no email domain to this IdP.")
+@click.option("--require-mfa/--no-require-mfa", default=None)
+@click.option("--clock-skew", "clock_skew_ttl", type=int, default=None, help="Seconds; -1: back to the default.")
+@json_option
+@with_appcontext
+def saml_update(name, attribute_map, provisioning, sign_requests, allow_idp_initiated, email_domains,
+                no_email_domains, require_mfa, clock_skew_ttl, as_json):
+    """Change a connection's options; what is not given stays as it is."""
+    from .errors import InvalidInput
+    from .federation import connections
+    from .federation.mapping import load_map_file
+
+    if email_domains and no_email_domains:
+        raise InvalidInput("give --email-domain or --no-email-domains, not both")
+    keep = connections.UNCHANGED
+    conn = connections.update_connection(
+        name, attribute_map=load_map_file(attribute_map) if attribute_map else keep,
+        provisioning=provisioning or keep, sign_requests=keep if sign_requests is None else sign_requests,
+        allow_idp_initiated=keep if allow_idp_initiated is None else allow_idp_initiated,
+        email_domains=email_domains if email_domains else [] if no_email_domains else keep,
+        require_mfa=keep if require_mfa is None else require_mfa,
+        clock_skew_ttl=keep if clock_skew_ttl is None else None if clock_skew_ttl == -1 else clock_skew_ttl)
+    data = connections.describe(conn, _issuer())
+    _emit(as_json, data, f"updated SAML connection {name}\n" + _text(data))
 
 
 @saml.command("list")

@@ -45,6 +45,7 @@ METADATA_REFRESH_TTL = 24 * 3600
 METADATA_MAX_BYTES = 2 * 1024 * 1024
 FETCH_TIMEOUT = 10
 CERT_DAYS = 5 * 365
+MAX_CLOCK_SKEW = 900
 DOMAIN = re.compile(r"^(?=.{1,253}$)([a-z0-9-]{1,63}\.)+[a-z]{2,63}$")
 
 
@@ -188,7 +189,8 @@ def check_domains(domains) -> list[str]:
 
 def create_connection(kek: bytes, *, name: str, metadata_xml: str | None = None, metadata_url: str | None = None,
                       attribute_map: dict | None = None, provisioning: str = "jit", sign_requests: bool = True,
-                      allow_idp_initiated: bool = False, email_domains=()) -> SamlConnection:
+                      allow_idp_initiated: bool = False, email_domains=(), require_mfa: bool = False,
+                      clock_skew_ttl: int | None = None) -> SamlConnection:
     """Validate everything first (metadata parses, map is sound, name is free); write once."""
     if not NAME.match(name or ""):
         raise InvalidInput("name must be 1-63 lower-case letters, digits or dashes (it appears in URLs)")
@@ -203,6 +205,7 @@ def create_connection(kek: bytes, *, name: str, metadata_xml: str | None = None,
         if taken := set(domains) & set(other.email_domains or ()):
             raise Conflict(f"email domain {sorted(taken)[0]} already routes to {other.name}")
     mapping = check_map(attribute_map or {})
+    check_clock_skew(clock_skew_ttl)
     fetched_at = None
     if metadata_url is not None:
         metadata_xml = fetch_metadata(metadata_url)
@@ -211,7 +214,8 @@ def create_connection(kek: bytes, *, name: str, metadata_xml: str | None = None,
     conn = SamlConnection(name=name, idp_entity_id=idp["entityId"], idp_metadata_xml=metadata_xml,
                           metadata_url=metadata_url, metadata_fetched_at=fetched_at, metadata_checked_at=fetched_at,
                           attribute_map=mapping, provisioning=provisioning, sign_requests=sign_requests,
-                          allow_idp_initiated=allow_idp_initiated, email_domains=domains)
+                          allow_idp_initiated=allow_idp_initiated, email_domains=domains, require_mfa=require_mfa,
+                          clock_skew_ttl=clock_skew_ttl)
     key = _new_sp_key(kek, name)
     db.session.add(conn)
     db.session.flush()
@@ -219,6 +223,42 @@ def create_connection(kek: bytes, *, name: str, metadata_xml: str | None = None,
     db.session.add(key)
     db.session.commit()
     return conn
+
+
+UNCHANGED = object()
+
+
+def update_connection(name: str, *, attribute_map=UNCHANGED, provisioning=UNCHANGED, sign_requests=UNCHANGED,
+                      allow_idp_initiated=UNCHANGED, email_domains=UNCHANGED, require_mfa=UNCHANGED,
+                      clock_skew_ttl=UNCHANGED) -> SamlConnection:
+    """Change what was given (UNCHANGED leaves a field alone); all checks first, one commit.
+    `email_domains` replaces the list. Raises InvalidInput, Conflict, NotFound."""
+    conn = get_connection(name)
+    if provisioning is not UNCHANGED and provisioning not in PROVISIONING:
+        raise InvalidInput(f"provisioning must be one of {', '.join(PROVISIONING)}")
+    changes = {"provisioning": provisioning, "sign_requests": sign_requests,
+               "allow_idp_initiated": allow_idp_initiated, "require_mfa": require_mfa,
+               "clock_skew_ttl": check_clock_skew(clock_skew_ttl) if clock_skew_ttl is not UNCHANGED else UNCHANGED}
+    if attribute_map is not UNCHANGED:
+        changes["attribute_map"] = check_map(attribute_map or {})
+    if email_domains is not UNCHANGED:
+        domains = check_domains(email_domains)
+        for other in list_connections():
+            if other.id != conn.id and (taken := set(domains) & set(other.email_domains or ())):
+                raise Conflict(f"email domain {sorted(taken)[0]} already routes to {other.name}")
+        changes["email_domains"] = domains
+    for field, value in changes.items():
+        if value is not UNCHANGED:
+            setattr(conn, field, value)
+    db.session.commit()
+    return conn
+
+
+def check_clock_skew(value: int | None) -> int | None:
+    """A per-connection clock skew in seconds (None: IDP_SAML_CLOCK_SKEW)."""
+    if value is not None and not 0 <= value <= MAX_CLOCK_SKEW:
+        raise InvalidInput(f"clock skew must be 0..{MAX_CLOCK_SKEW} seconds")
+    return value
 
 
 def list_connections() -> list[SamlConnection]:
@@ -245,6 +285,13 @@ def connection_for_email(email: str) -> SamlConnection | None:
     return next((c for c in list_connections() if domain in (c.email_domains or ())), None)
 
 
+def _idp_slo_url(conn: SamlConnection) -> str | None:
+    try:
+        return (parse_idp_metadata(conn.idp_metadata_xml).get("singleLogoutService") or {}).get("url") or None
+    except InvalidInput:
+        return None
+
+
 def delete_connection(name: str) -> None:
     conn = get_connection(name)
     db.session.delete(conn)
@@ -258,7 +305,9 @@ def describe(conn: SamlConnection, issuer: str) -> dict:
             "metadata_fetched_at": conn.metadata_fetched_at, "metadata_error": conn.metadata_error,
             "provisioning": conn.provisioning, "sign_requests": conn.sign_requests,
             "allow_idp_initiated": conn.allow_idp_initiated, "email_domains": conn.email_domains or [],
+            "require_mfa": bool(conn.require_mfa), "clock_skew_ttl": conn.clock_skew_ttl,
             "attribute_map": conn.attribute_map,
             "sp_entity_id": f"{base}/metadata", "sp_metadata_url": f"{base}/metadata",
             "acs_url": f"{base}/acs", "slo_url": f"{base}/slo",
+            "idp_slo_url": _idp_slo_url(conn),
             "sp_keys": [{"kid": k.kid, "state": k.state, "created_at": k.created_at} for k in [current, *previous]]}

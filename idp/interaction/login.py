@@ -6,6 +6,7 @@ from __future__ import annotations
 from flask import Blueprint, current_app, render_template, request
 
 from ..errors import InvalidCredentials
+from ..federation.routing import login_redirect
 from ..protocol import authorize
 from ..protocol.claims import SCOPE_DESCRIPTIONS
 from ..protocol.clients import query_client
@@ -67,6 +68,9 @@ def login():
         email = request.form.get("email", "")[:320]
         if not check_csrf("login", interaction_id, request.form.get("csrf_token")):
             return authorize.error_page("invalid_request", "The form expired. Go back and try again.")
+        # An email domain routed to a SAML IdP goes there; no password is asked (idp/federation/routing.py).
+        if (routed := login_redirect(email, interaction_id)) is not None:
+            return routed
         idp = current_app.extensions["idp"]
         try:
             # Lockout with back-off, audit trail, new-device mail (services/protection.py).

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, LargeBinary, String, Text, UniqueConstraint, false
 from sqlalchemy.orm import Mapped, mapped_column
 
 from .models import AwareDateTime, db, utcnow
@@ -34,6 +34,10 @@ class SamlConnection(db.Model):
     sign_requests: Mapped[bool] = mapped_column(Boolean, default=True)
     allow_idp_initiated: Mapped[bool] = mapped_column(Boolean, default=False)
     email_domains: Mapped[list] = mapped_column(JSON, default=list)
+    # The ACS hands the user to the MFA step (idp/mfa/flow.py) instead of starting the session.
+    require_mfa: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Seconds of clock skew allowed on this IdP's timestamps; None: IDP_SAML_CLOCK_SKEW.
+    clock_skew_ttl: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
 
 

@@ -14,8 +14,14 @@ depends_on = None
 
 
 def upgrade():
-    pass
+    # SAML single logout keeps its session records in the store (idp/federation/slo.py): they
+    # expire with the sessions. Here only the per-connection settings of issue 7's last steps.
+    with op.batch_alter_table('saml_connections', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('require_mfa', sa.Boolean(), server_default=sa.false(), nullable=False))
+        batch_op.add_column(sa.Column('clock_skew_ttl', sa.Integer(), nullable=True))
 
 
 def downgrade():
-    pass
+    with op.batch_alter_table('saml_connections', schema=None) as batch_op:
+        batch_op.drop_column('clock_skew_ttl')
+        batch_op.drop_column('require_mfa')
