@@ -20,7 +20,7 @@ from flask import Blueprint, current_app, make_response, render_template, reques
 from ..errors import InvalidCredentials, InvalidInput
 from ..protocol.params import malformed_reason
 from ..rate_limit import rate_limited
-from ..services import accounts
+from ..services import account_tokens, accounts
 from ..services.accounts import RateLimited
 from ..services.mail import send_mail
 from ..storage.models import User, db
@@ -170,15 +170,28 @@ def signup():
                     "your address, then go back to the application and sign in.")
 
 
-@bp.route("/verify-email")
+@bp.route("/verify-email", methods=["GET", "POST"])
 def verify_email():
+    """GET shows a confirm button and changes nothing (mail scanners and link previews open
+    links); the POST of that form consumes the single-use link."""
     if (refused := _refused()) is not None:
         return refused
-    user = accounts.verify_email(request.args.get("token"))
-    if user is None:
-        return _message("This link does not work", "The confirmation link was already used or has expired. "
-                        "Sign in to get a new one.", 400)
+    token = (request.form if request.method == "POST" else request.args).get("token", "")
+    if request.method == "POST" and not _form_csrf_ok("verify"):
+        return _expired_form()
+    if request.method == "GET":
+        user = account_tokens.load_token_user(token, account_tokens.VERIFY_EMAIL)
+        if user is None:
+            return _verify_link_dead()
+        return _form_page("account/verify_email.html", "verify", token=token, email=user.email)
+    if accounts.verify_email(token) is None:  # used (perhaps by a concurrent POST), expired or unknown
+        return _verify_link_dead()
     return _message("Email address confirmed", "Thank you. Go back to the application and sign in.")
+
+
+def _verify_link_dead():
+    return _message("This link does not work", "The confirmation link was already used or has expired. "
+                    "Sign in to get a new one.", 400)
 
 
 def verification_required(interaction_id: str, interaction: dict, user: User):
@@ -256,8 +269,6 @@ def reset_password():
     token = (request.form if request.method == "POST" else request.args).get("token", "")
     if request.method == "POST" and not _form_csrf_ok("reset"):
         return _expired_form()
-    from ..services import account_tokens
-
     if account_tokens.load_token_user(token, account_tokens.RESET_PASSWORD) is None:
         return _message("This link does not work", "The reset link was already used or has expired.", 400,
                         link=(url_for("accounts.forgot_password"), "Ask for a new link"))

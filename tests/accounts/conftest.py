@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import re
+import threading
+from datetime import timedelta
 from urllib.parse import urlsplit
 
 import pytest
+from sqlalchemy import select, update
 
 from idp.interaction.accounts import drain_background
+from idp.storage.account_models import AccountToken
+from idp.storage.models import db, utcnow
 from tests.factories import form_fields
 from tests.mailbox import body_text
 
@@ -29,6 +34,32 @@ def link_in(message, path: str) -> str:
 def sent_mail(mailbox, to: str, subject: str):
     drain_background()
     return mailbox.wait_for(to, subject)
+
+
+def expire_link(app, lifetime: timedelta) -> None:
+    """Check that the one stored link lives `lifetime`, then move its expiry into the past."""
+    with app.app_context():
+        row = db.session.scalar(select(AccountToken))
+        assert abs((row.expires_at - row.created_at) - lifetime) < timedelta(seconds=5)
+        db.session.execute(update(AccountToken).values(expires_at=utcnow() - timedelta(seconds=1)))
+        db.session.commit()
+
+
+def together(fn, n: int) -> list:
+    """fn(0) .. fn(n - 1), each on its own thread, released at the same moment."""
+    barrier = threading.Barrier(n)
+    results = [None] * n
+
+    def run(i):
+        barrier.wait()
+        results[i] = fn(i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
 
 
 @pytest.fixture()

@@ -1,5 +1,5 @@
 """Sign-up and password reset in Debian's Chromium against gunicorn, with the mail read from
-a real SMTP server: sign up -> confirm the email from the link in the mail -> OIDC login ->
+a real SMTP server: sign up -> open the link in the mail and confirm -> OIDC login ->
 consent -> the client gets its code; forgot password -> reset link -> new password -> the
 session of the old password is gone (prompt=none answers login_required)."""
 
@@ -49,6 +49,9 @@ def test_sign_up_verify_then_oidc_login_and_consent(app, live_server, mailbox, p
     page.shot("signup-sent")
 
     page.goto(_link(mailbox.wait_for("bea@example.com", "Confirm your email"), "/verify-email"))
+    page.get_by_role("heading", name="Confirm this email address").wait_for()
+    page.shot("email-confirm")
+    page.get_by_role("button", name="Confirm my email address").click()
     page.get_by_role("heading", name="Email address confirmed").wait_for()
     page.shot("email-confirmed")
 
@@ -84,6 +87,7 @@ def test_unverified_sign_in_asks_to_confirm_the_email_first(app, live_server, ma
     page.get_by_text("We sent a new link").wait_for()
     page.shot("verify-required-resent")
     page.goto(_link(mailbox.wait_for("una@example.com", "Confirm your email"), "/verify-email"))
+    page.get_by_role("button", name="Confirm my email address").click()
     page.get_by_role("heading", name="Email address confirmed").wait_for()
 
 
