@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flask import Flask
+from flask.sessions import SessionInterface
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -12,6 +13,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from .settings import Settings, decode_kek
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+class _NoCookieSession(SessionInterface):
+    def open_session(self, app, request):
+        return self.make_null_session(app)
+
+    def save_session(self, app, session, response):
+        pass
 
 
 def create_app(settings: Settings | None = None, migrations: bool = True) -> Flask:
@@ -46,6 +55,9 @@ def create_app(settings: Settings | None = None, migrations: bool = True) -> Fla
         TESTING=settings.testing,
         JSON_SORT_KEYS=False,
     )
+    # SSO sessions live server-side (services/sessions.py); Flask's signed-cookie session is
+    # never used, so do not parse or sign one on every request.
+    app.session_interface = _NoCookieSession()
     if settings.trusted_proxy_hops:
         n = settings.trusted_proxy_hops
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n)
@@ -78,9 +90,10 @@ def create_app(settings: Settings | None = None, migrations: bool = True) -> Fla
 
 
 def _init_protocol(app: Flask) -> None:
-    from . import federation, policy
+    from . import federation, mfa, policy
     from .interaction import accounts
     from .interaction.login import bp as interaction_bp
+    from .mfa import passkey_views
     from .protocol import authorize, discovery, logout, token, userinfo
     from .protocol.server import init_server
 
@@ -89,8 +102,10 @@ def _init_protocol(app: Flask) -> None:
         app.register_blueprint(module.bp)
     app.register_blueprint(interaction_bp)
     accounts.init_app(app)
+    mfa.init_app(app)
     policy.init_app(app)
     federation.init_app(app)
+    passkey_views.init_app(app)
 
 
 def _engine_options(url: str) -> dict:

@@ -17,6 +17,7 @@ import ipaddress
 import os
 import secrets
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -117,6 +118,13 @@ _ENV = [
     ("token_rate_limit", "IDP_TOKEN_RATE_LIMIT", int),
     ("backchannel_retry_ttl", "IDP_BACKCHANNEL_RETRY_TTL", int),
     ("backchannel_max_attempts", "IDP_BACKCHANNEL_MAX_ATTEMPTS", int),
+    # Multi-factor authentication (idp/mfa).
+    ("mfa_required_roles", "IDP_MFA_REQUIRED_ROLES", str),
+    ("mfa_pending_ttl", "IDP_MFA_PENDING_TTL", int),
+    ("trusted_browser_ttl", "IDP_TRUSTED_BROWSER_TTL", int),
+    # SAML federation (idp/federation): allowed clock skew, background IdP metadata refresh.
+    ("saml_clock_skew", "IDP_SAML_CLOCK_SKEW", int),
+    ("saml_metadata_refresh_ttl", "IDP_SAML_METADATA_REFRESH_TTL", int),
     ("smtp_url", "IDP_SMTP_URL", str),
     ("mail_from", "IDP_MAIL_FROM", str),
     ("trusted_proxy_hops", "IDP_TRUSTED_PROXY_HOPS", int),
@@ -180,6 +188,15 @@ class Settings:
     # Back-channel logout deliveries: first retry after this many seconds, doubling; given up after N.
     backchannel_retry_ttl: int = 10
     backchannel_max_attempts: int = 8
+    # MFA: users with one of these roles (comma-separated names) must pass a second factor;
+    # how long a login may wait at the MFA step; "trust this browser" lifetime (0: not offered).
+    mfa_required_roles: str | None = None
+    mfa_pending_ttl: int = 600
+    trusted_browser_ttl: int = 30 * 86400
+    # SAML: seconds of clock skew allowed on IdP timestamps (per connection: --clock-skew); how
+    # often one node fetches IdP metadata from its URL again (0: only by `idp saml refresh-metadata`).
+    saml_clock_skew: int = 120
+    saml_metadata_refresh_ttl: int = 3600
     # smtp://[user:pass@]host[:port], smtp+starttls://... or smtps://...; unset: mail is
     # written to instance/mail/ (embedded mode works offline).
     smtp_url: str | None = None
@@ -218,7 +235,7 @@ class Settings:
     def embedded(self) -> bool:
         return not self.database_url
 
-    @property
+    @cached_property  # read on every client lookup (the hot path): resolve the path once
     def sqlalchemy_url(self) -> str:
         if self.database_url:
             url = self.database_url
@@ -232,6 +249,10 @@ class Settings:
     @property
     def effective_log_format(self) -> str:
         return self.log_format or ("json" if self.production else "text")
+
+    @property
+    def mfa_roles(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in (self.mfa_required_roles or "").split(",") if r.strip())
 
     @property
     def cookie_secure(self) -> bool:
@@ -265,7 +286,8 @@ class Settings:
                      "interaction_ttl", "session_ttl", "session_idle_ttl", "key_rotation_days",
                      "jwks_max_age", "key_prepublish_ttl", "key_refresh_ttl", "policy_refresh_ttl",
                      "lockout_threshold", "lockout_window_ttl", "lockout_ttl", "lockout_max_ttl",
-                     "rate_limit_window_ttl", "backchannel_retry_ttl", "backchannel_max_attempts"):
+                     "rate_limit_window_ttl", "backchannel_retry_ttl", "backchannel_max_attempts",
+                     "mfa_pending_ttl"):
             if getattr(self, name) <= 0:
                 raise SettingsError(f"IDP_{name.upper()} must be a positive number")
         if self.verify_email_ttl <= 0 or self.reset_password_ttl <= 0:
@@ -276,6 +298,8 @@ class Settings:
             raise SettingsError("IDP_*_RATE_LIMIT must be >= 0 (0: no limit)")
         if self.lockout_max_ttl < self.lockout_ttl:
             raise SettingsError("IDP_LOCKOUT_MAX_TTL must be at least IDP_LOCKOUT_TTL")
+        if self.trusted_browser_ttl < 0:
+            raise SettingsError("IDP_TRUSTED_BROWSER_TTL must be >= 0 (0: browsers are never trusted)")
         if self.refresh_token_grace_ttl < 0 or self.trusted_proxy_hops < 0 or self.client_cache_ttl < 0:
             raise SettingsError("IDP_REFRESH_TOKEN_GRACE_TTL, IDP_TRUSTED_PROXY_HOPS and IDP_CLIENT_CACHE_TTL must be >= 0")
         # A new key must be in every cached JWKS before it signs anything.
@@ -294,6 +318,8 @@ class Settings:
             raise SettingsError("IDP_ARGON2_*: time cost and parallelism >= 1, memory >= 8 KiB per lane")
         if self.smtp_url and not self.smtp_url.startswith(("smtp://", "smtp+starttls://", "smtps://")):
             raise SettingsError("IDP_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://")
+        if not 0 <= self.saml_clock_skew <= 900 or self.saml_metadata_refresh_ttl < 0:
+            raise SettingsError("IDP_SAML_CLOCK_SKEW must be 0..900, IDP_SAML_METADATA_REFRESH_TTL >= 0")
         if self.log_format not in (None, "text", "json"):
             raise SettingsError("IDP_LOG_FORMAT must be text or json")
         return self
