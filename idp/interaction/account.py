@@ -1,7 +1,8 @@
 """The account page: profile, active sessions ("end this session", "log out everywhere"), and
 a plain sign-in for it that needs no OIDC interaction.
 
-    /account/login  --password (protection.login: rate limit, lockout, audit)--> SSO session --> /account
+    /account/login  --password (protection.login: rate limit, lockout, audit)--> [MFA step, idp/mfa]
+                    --> SSO session --> /account
     /account        profile form, session list; forms POST back here (CSRF bound to the session's sid)
 
 Every POST checks a CSRF token: on /account/login one bound to a random pre-login cookie of
@@ -16,6 +17,9 @@ from datetime import UTC, datetime
 from flask import Blueprint, current_app, make_response, redirect, render_template, request, url_for
 
 from ..errors import InvalidCredentials
+from ..mfa import flow
+from ..mfa.account_views import summary as mfa_summary
+from ..mfa.policy import PWD_ACR
 from ..protocol.authorize import error_page
 from ..protocol.params import malformed_reason
 from ..rate_limit import locked_message, rate_limited
@@ -87,14 +91,8 @@ def account_login():
 
 
 def _signed_in(user: User):
-    idp = _idp()
-    # A fresh session key at every login (no fixation); the previous session of this browser ends.
-    sessions.end_session(idp.store, get_cookie(SESSION_COOKIE))
-    cookie, _ = sessions.create_session(idp.store, user.id, amr=["pwd"], acr="urn:idp:acr:pwd",
-                                        idle_ttl=idp.settings.session_idle_ttl,
-                                        absolute_ttl=idp.settings.session_ttl, **_client_info())
-    response = redirect(url_for("account.account"))
-    set_cookie(response, SESSION_COOKIE, cookie, idp.settings.session_ttl)
+    # The session starts here, or after the second factor (idp/mfa/flow.py).
+    response = flow.first_factor_passed(user, amr=["pwd"], acr=PWD_ACR, then={"endpoint": "account.account"})
     clear_cookie(response, LOGIN_COOKIE)
     return response
 
@@ -117,7 +115,7 @@ def account():
              "current": s["sid"] == session["sid"]}
             for s in sessions.list_sessions(_idp().store, user.id)]
     return render_template("account.html", user=user, sessions=rows, csrf_token=csrf_token("account", session["sid"]),
-                           notice=NOTICES.get(request.args.get("done", "")))
+                           notice=NOTICES.get(request.args.get("done", "")), mfa=mfa_summary(user))
 
 
 def _checked_post():

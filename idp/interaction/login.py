@@ -7,22 +7,22 @@ from flask import Blueprint, current_app, render_template, request
 
 from ..errors import InvalidCredentials
 from ..federation.routing import login_redirect
+from ..mfa import flow
+from ..mfa.policy import PWD_ACR
 from ..protocol import authorize
 from ..protocol.claims import SCOPE_DESCRIPTIONS
 from ..protocol.clients import query_client
 from ..protocol.params import malformed_reason
 from ..rate_limit import locked_message, rate_limited  # part B: login protection
-from ..services import protection, sessions
+from ..services import protection
 from ..services.consents import grant_consent
 from .web import (
     INTERACTION_COOKIE,
-    SESSION_COOKIE,
     allow_form_redirect,
     check_csrf,
     csrf_token,
     current_session,
     get_cookie,
-    set_cookie,
 )
 
 bp = Blueprint("interaction", __name__)
@@ -99,19 +99,8 @@ def _logged_in(interaction_id: str, interaction: dict, user):
     # IDP_REQUIRE_VERIFIED_EMAIL: no session until the email is confirmed (page to resend the mail).
     if (unverified := verification_required(interaction_id, interaction, user)) is not None:
         return unverified
-    idp = current_app.extensions["idp"]
-    settings = idp.settings
-    # A fresh session key on every login (no fixation); the old session ends.
-    sessions.end_session(idp.store, get_cookie(SESSION_COOKIE))
-    cookie, session = sessions.create_session(idp.store, user.id, amr=["pwd"], acr="urn:idp:acr:pwd",
-                                              idle_ttl=settings.session_idle_ttl,
-                                              absolute_ttl=settings.session_ttl, ip=request.remote_addr,
-                                              user_agent=request.user_agent.string or None)
-    interaction["logged_in"] = True
-    idp.store.set_json("interaction:" + interaction_id, interaction, settings.interaction_ttl)
-    response = authorize.resume(interaction_id, interaction, session_override=(cookie, session))
-    set_cookie(response, SESSION_COOKIE, cookie, settings.session_ttl)
-    return response
+    # The session starts here, or after the second factor (idp/mfa/flow.py).
+    return flow.first_factor_passed(user, amr=["pwd"], acr=PWD_ACR, then={"interaction": interaction_id})
 
 
 @bp.route("/consent", methods=["GET", "POST"])

@@ -3,6 +3,8 @@ the SSO session and what happened in this interaction (cf. node-oidc-provider's
 interaction policy: login and consent prompts as data).
 
     LOGIN   no session, prompt=login, or max_age exceeded (OIDC Core §3.1.2.1)
+    MFA     the session's acr is below what this login needs (idp/mfa/policy.py: acr_values
+            step-up, enrolled user, client, role): step-up inside the session
     CONSENT scopes not yet granted, or prompt=consent (skipped for first-party clients)
     DONE    issue the code
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-LOGIN, CONSENT, DONE = "login", "consent", "done"
+LOGIN, MFA, CONSENT, DONE = "login", "mfa", "consent", "done"
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class Situation:
     granted_scopes: frozenset[str]
     skip_consent: bool
     now: float
+    mfa_missing: bool = False  # a second factor is required and the session has none
 
 
 def next_step(s: Situation) -> str:
@@ -35,6 +38,8 @@ def next_step(s: Situation) -> str:
             return LOGIN
         if s.max_age is not None and s.now - s.session_auth_time > s.max_age:
             return LOGIN
+    if s.mfa_missing:
+        return MFA
     if not s.skip_consent and not s.consented_here:
         if "consent" in s.prompts or not s.requested_scopes <= s.granted_scopes:
             return CONSENT

@@ -1,8 +1,8 @@
 """The authorization endpoint (RFC 6749 §4.1.1, OIDC Core §3.1.2).
 
     /authorize --validate (Authlib: client, exact redirect_uri, response_type, scope, PKCE)
-               --check our extras (response_mode, prompt, max_age, claims)
-               --policy.next_step(): LOGIN | CONSENT -> store an interaction, show the page
+               --check our extras (response_mode, prompt, max_age, claims, acr_values)
+               --policy.next_step(): LOGIN | MFA | CONSENT -> store an interaction, show the page
                                      DONE -> issue the code, answer by query or form_post
 
 The login and consent pages call `resume()` with the interaction when their step is done.
@@ -25,6 +25,8 @@ from werkzeug.wrappers import Request
 
 from ..interaction import policy
 from ..interaction.web import INTERACTION_COOKIE, clear_cookie, current_session, set_cookie
+from ..mfa.flow import mfa_needed
+from ..mfa.policy import MFA_ACR, requested_acr
 from ..services import sessions
 from ..services.consents import granted_scopes
 from ..storage.models import User, db
@@ -64,20 +66,25 @@ def run(params: dict, interaction_id: str | None, interaction: dict | None, sess
         error.state = params.get("state")
         return authorization_error(error, params)
     interaction = interaction or {}
+    mfa_missing = session is not None and session.get("acr") != MFA_ACR and mfa_needed(
+        user, client=grant.client, requested=requested_acr(params, extras["claims"]))
     situation = policy.Situation(
         prompts=extras["prompts"], max_age=extras["max_age"],
         session_auth_time=session["auth_time"] if session else None,
         logged_in_here=bool(interaction.get("logged_in")), consented_here=bool(interaction.get("consented")),
         requested_scopes=frozenset(grant.request.scope.split()),
         granted_scopes=frozenset(granted_scopes(user.id, grant.client.client_id) if user else ()),
-        skip_consent=grant.client.skip_consent, now=time.time())
+        skip_consent=grant.client.skip_consent, now=time.time(), mfa_missing=mfa_missing)
     step = policy.next_step(situation)
     if step != policy.DONE and "none" in extras["prompts"]:
-        error = LoginRequiredError() if step == policy.LOGIN else ConsentRequiredError()
+        # A missing second factor is missing authentication: login_required (OIDC Core §3.1.2.6).
+        error = ConsentRequiredError() if step == policy.CONSENT else LoginRequiredError()
         error.redirect_uri, error.state = grant.redirect_uri, params.get("state")
         return authorization_error(error, params)
     if step == policy.LOGIN:
         return _start_interaction("interaction.login", params, interaction_id, interaction)
+    if step == policy.MFA:  # step-up inside the session (idp/mfa/views.py step_up)
+        return _start_interaction("mfa.step_up", params, interaction_id, interaction)
     if step == policy.CONSENT:
         return _start_interaction("interaction.consent", params, interaction_id, interaction)
     grant.authentication = {"auth_time": session["auth_time"], "acr": session["acr"], "amr": session["amr"],
@@ -140,6 +147,8 @@ def _check_extras(grant, params: dict) -> dict:
     if openid and not params.get("redirect_uri"):
         # OIDC Core §3.1.2.1: REQUIRED. Not redirected: the client did not name a URI.
         raise InvalidRequestError("redirect_uri is required for OpenID Connect requests.")
+    if len(params.get("acr_values", "")) > 1000:
+        raise InvalidRequestError("acr_values is too long.", redirect_uri=redirect_uri)
     prompts = frozenset(params.get("prompt", "").split())
     if not prompts <= PROMPTS or ("none" in prompts and len(prompts) > 1):
         raise InvalidRequestError("Unsupported or conflicting prompt value.", redirect_uri=redirect_uri)

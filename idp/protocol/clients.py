@@ -18,6 +18,7 @@ class OAuthClient(ClientMixin):
         self.name = row.name
         self.secret_hash = row.client_secret_hash
         self.metadata = row.client_metadata or {}
+        self.require_mfa = bool(row.require_mfa)  # idp clients create --require-mfa (idp/mfa)
 
     @property
     def public(self) -> bool:

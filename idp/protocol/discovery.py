@@ -9,12 +9,14 @@ from authlib.oauth2.rfc8414 import AuthorizationServerMetadata
 from authlib.oidc.discovery import OpenIDProviderMetadata
 from flask import Blueprint, current_app, jsonify
 
+from ..mfa.policy import ACR_VALUES as MFA_ACR_VALUES
 from .claims import POLICY_CLAIMS, SUPPORTED_CLAIMS
 from .grants import AUTH_METHODS
 
 bp = Blueprint("discovery", __name__)
 
-ACR_VALUES = ["urn:idp:acr:pwd"]
+# urn:idp:acr:pwd (one factor), urn:idp:acr:mfa (two factors passed in this session): idp/mfa/policy.py.
+ACR_VALUES = MFA_ACR_VALUES
 # What PrivateKeyJWT (server.py) accepts for client assertions: joserfc, under Authlib,
 # refuses PS256 ("not recommended") unless told otherwise, so it is not advertised.
 ASSERTION_ALGS = ["RS256", "ES256"]

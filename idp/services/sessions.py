@@ -60,6 +60,24 @@ def load_session(store: Store, cookie_value: str | None, idle_ttl: int) -> dict 
     return session
 
 
+def upgrade_session(store: Store, cookie_value: str, *, amr: list[str], acr: str,
+                    idle_ttl: int) -> tuple[str | None, dict | None]:
+    """Step-up (idp/mfa): the session now has stronger authentication. It keeps its `sid`
+    (the clients that got tokens in it are not logged out) but moves to a new cookie key
+    (no fixation of the stronger session); auth_time becomes now (OIDC Core §2: the time of
+    the last interactive authentication). (None, None) if the session is gone. Atomic take."""
+    session = store.take_json(_key(cookie_value))
+    now = time.time()
+    if session is None or now >= session["expires_at"]:
+        return None, None
+    session.update(amr=amr, acr=acr, auth_time=int(now), last_seen=now)
+    new_cookie = secrets.token_urlsafe(32)
+    store.set_json(_key(new_cookie), session, min(idle_ttl, session["expires_at"] - now))
+    with _index(store, session["user_id"]) as index:
+        index[session["sid"]] = _key(new_cookie)
+    return new_cookie, session
+
+
 def end_session(store: Store, cookie_value: str | None) -> dict | None:
     """End the session of this cookie (atomic take: ended once). Its clients are sent a
     back-channel logout token."""
@@ -140,6 +158,10 @@ def end_all_sessions(store: Store, user_id: str) -> int:
     with _index(store, user_id) as index:
         keys = list(index.values())
         index.clear()
+    # "Log out everywhere" also forgets the browsers trusted to skip MFA (idp/mfa/trusted.py).
+    from ..mfa.trusted import revoke_all
+
+    revoke_all(user_id)
     ended = 0
     for key in keys:
         session = store.take_json(key)

@@ -19,6 +19,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Text,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -123,6 +124,8 @@ class Client(db.Model):
     client_metadata: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     secret_rotated_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+    # idp clients create --require-mfa: every login to this client passes a second factor (idp/mfa).
+    require_mfa: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class SigningKey(db.Model):
