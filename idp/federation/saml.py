@@ -10,7 +10,7 @@ protocol checks; the rest is here):
   refused), exactly one Assertion, the signed element is the one read (signature wrapping);
 * Destination, Recipient and Audience are ours; InResponseTo is the AuthnRequest this browser
   sent (or, only when the connection allows it, absent: IdP-initiated);
-* NotBefore / NotOnOrAfter hold (python3-saml's clock drift allowance);
+* NotBefore / NotOnOrAfter / IssueInstant hold within the clock skew (clock.py);
 * the Assertion ID has not been accepted before (replay cache in the store until it expires);
 * the subject is not empty.
 """
@@ -21,7 +21,6 @@ import base64
 import binascii
 import hashlib
 import logging
-import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -34,7 +33,7 @@ from onelogin.saml2.utils import OneLogin_Saml2_Utils
 
 from ..errors import IdpError, InvalidInput
 from ..storage.federation_models import SamlConnection
-from . import connections
+from . import clock, connections
 from .identity import ExternalIdentity
 from .mapping import map_identity
 
@@ -163,23 +162,42 @@ def decode_response(raw: str | None) -> bytes:
     return xml
 
 
+def clock_skew(conn: SamlConnection, default: int) -> int:
+    """Seconds of skew for this IdP: its own setting, else IDP_SAML_CLOCK_SKEW."""
+    return default if conn.clock_skew_ttl is None else conn.clock_skew_ttl
+
+
+def checked_times(xml: bytes, skew: int) -> tuple[int, SamlRefused | None]:
+    """(the moment python3-saml validates at, our time refusal or None). A time refusal is
+    reported only after the signature checks, so a forged message is called forged."""
+    root = etree.fromstring(xml, etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False))
+    try:
+        return clock.check_times(root, skew), None
+    except clock.ClockRefused as exc:
+        return exc.moment, SamlRefused(exc.reason, str(exc))
+
+
 def process_response(conn: SamlConnection, issuer: str, kek: bytes, store, raw_response: str | None,
-                     request_id: str | None) -> ExternalIdentity:
+                     request_id: str | None, skew: int = 120) -> ExternalIdentity:
     """Validate a POSTed SAMLResponse; returns the mapped identity. Raises SamlRefused.
     `request_id` is the AuthnRequest this browser's RelayState was bound to (None: IdP-initiated)."""
     xml = decode_response(raw_response)
+    moment, late = checked_times(xml, skew)
     data = settings_dict(conn, issuer, kek)
     encoded = base64.b64encode(xml).decode()
     auth = OneLogin_Saml2_Auth(_request_data(issuer, f"/saml/{conn.name}/acs", post={"SAMLResponse": encoded}), data)
     try:
-        auth.process_response(request_id=request_id)
+        with clock.library_clock(moment):
+            auth.process_response(request_id=request_id)
     except Exception as exc:  # python3-saml raises on some malformed inputs instead of collecting errors
         raise SamlRefused("invalid_response", f"{type(exc).__name__}: {str(exc)[:200]}") from None
     if auth.get_errors() or not auth.is_authenticated():
         raise SamlRefused(_reason(auth.get_last_error_reason() or ""), auth.get_last_error_reason() or "")
+    if late is not None:
+        raise late
     if request_id is None and auth.get_last_response_in_response_to():
         raise SamlRefused("unsolicited", "InResponseTo without a pending AuthnRequest")
-    _check_not_replayed(conn, store, auth)
+    _check_not_replayed(conn, store, auth, skew)
     try:
         return map_identity(conn.attribute_map or {}, provider=conn.name, protocol="saml",
                             name_id=auth.get_nameid(), attributes=auth.get_attributes(),
@@ -189,12 +207,12 @@ def process_response(conn: SamlConnection, issuer: str, kek: bytes, store, raw_r
         raise SamlRefused("no_subject", str(exc)) from None
 
 
-def _check_not_replayed(conn: SamlConnection, store, auth: OneLogin_Saml2_Auth) -> None:
+def _check_not_replayed(conn: SamlConnection, store, auth: OneLogin_Saml2_Auth, skew: int) -> None:
     assertion_id = auth.get_last_assertion_id()
     if not assertion_id:
         raise SamlRefused("invalid_response", "assertion without ID")
     not_on_or_after = auth.get_last_assertion_not_on_or_after() or 0
-    ttl = min(max(not_on_or_after - time.time() + C.ALLOWED_CLOCK_DRIFT, REPLAY_MIN_TTL), REPLAY_MAX_TTL)
+    ttl = min(max(not_on_or_after - clock.wall_time() + skew, REPLAY_MIN_TTL), REPLAY_MAX_TTL)
     key = "saml:assertion:" + hashlib.sha256(f"{conn.id}:{assertion_id}".encode()).hexdigest()
     if not store.add(key, b"1", ttl):
         raise SamlRefused("replayed", f"assertion {assertion_id[:80]} seen before")

@@ -119,7 +119,8 @@ def acs(name: str):
         return refused(conn, saml.SamlRefused("unsolicited", "no pending AuthnRequest for this RelayState"))
     try:
         identity = saml.process_response(conn, idp.settings.issuer, _kek(), idp.store,
-                                         request.form.get("SAMLResponse"), pending and pending["request_id"])
+                                         request.form.get("SAMLResponse"), pending and pending["request_id"],
+                                         skew=saml.clock_skew(conn, idp.settings.saml_clock_skew))
         user = provision_user(conn, identity)
     except saml.SamlRefused as exc:
         return refused(conn, exc)

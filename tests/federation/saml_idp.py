@@ -49,6 +49,7 @@ class TestIdP:
         self.sso_url = sso_url
         self.server = None
         self.sp_metadata: list[str] = []
+        self.lifetime_minutes = 5  # of assertions (NotOnOrAfter); set before trust_sp
 
     def _config(self, sp_metadata: list[str] | None):
         from saml2 import BINDING_HTTP_REDIRECT
@@ -67,7 +68,7 @@ class TestIdP:
                               "single_logout_service": [(self.sso_url + "/slo", BINDING_HTTP_REDIRECT)]},
                 "name_id_format": [NAMEID_FORMAT_EMAILADDRESS, NAMEID_FORMAT_UNSPECIFIED],
                 "want_authn_requests_signed": True,
-                "policy": {"default": {"lifetime": {"minutes": 5}, "attribute_restrictions": None,
+                "policy": {"default": {"lifetime": {"minutes": self.lifetime_minutes}, "attribute_restrictions": None,
                                        "name_form": "urn:oasis:names:tc:SAML:2.0:attrname-format:uri"}},
             }},
         })
