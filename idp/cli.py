@@ -115,11 +115,12 @@ def clients():
 @click.option("--client-id", help="Choose the client id (default: random).")
 @click.option("--backchannel-logout-uri", help="OpenID Back-Channel Logout: where logout tokens are POSTed.")
 @click.option("--backchannel-logout-session-required", is_flag=True, help="The client needs sid in logout tokens.")
+@click.option("--require-mfa", is_flag=True, help="Every login to this client passes a second factor.")
 @json_option
 @with_appcontext
 def clients_create(name, redirect_uris, grant_types, scope, public, logout_uris, token_endpoint_auth_method,
                    jwks_file, jwks_uri, skip_consent, require_pkce, client_id, as_json,
-                   backchannel_logout_uri=None, backchannel_logout_session_required=False):
+                   backchannel_logout_uri=None, backchannel_logout_session_required=False, require_mfa=False):
     """Register a client. The secret is printed once and stored only as a hash."""
     from .services.clients import ClientSpec, create_client, describe
 
@@ -134,7 +135,8 @@ def clients_create(name, redirect_uris, grant_types, scope, public, logout_uris,
                       token_endpoint_auth_method=token_endpoint_auth_method, skip_consent=skip_consent,
                       require_pkce=require_pkce, jwks=jwks, jwks_uri=jwks_uri, client_id=client_id,
                       backchannel_logout_uri=backchannel_logout_uri,
-                      backchannel_logout_session_required=backchannel_logout_session_required)
+                      backchannel_logout_session_required=backchannel_logout_session_required,
+                      require_mfa=require_mfa)
     client, secret = create_client(spec)
     data = describe(client)
     if secret:
@@ -172,6 +174,23 @@ def clients_show(client_id, as_json):
     # Largest ID/access token any user could get, policy claims included (issue: token budget).
     data["worst_case_token_size"] = worst_case_token_size(client)
     _emit(as_json, data)
+
+
+@clients.command("update")
+@click.argument("client_id")
+@click.option("--require-mfa/--no-require-mfa", default=None, help="Every login to this client passes a second factor.")
+@json_option
+@with_appcontext
+def clients_update(client_id, require_mfa, as_json):
+    """Change a client's settings (today: the MFA requirement).
+
+    \b
+    idp clients update my-app --require-mfa
+    """
+    from .services.clients import describe, get_client, set_require_mfa
+
+    client = get_client(client_id) if require_mfa is None else set_require_mfa(client_id, require_mfa)
+    _emit(as_json, describe(client), f"client {client_id}: require_mfa={'yes' if client.require_mfa else 'no'}")
 
 
 @clients.command("delete")

@@ -96,6 +96,8 @@ class ClientSpec:
     # OpenID Back-Channel Logout 1.0 §2.2.
     backchannel_logout_uri: str | None = None
     backchannel_logout_session_required: bool = False
+    # Every login to this client passes a second factor (idp/mfa/policy.py); a column, not metadata.
+    require_mfa: bool = False
 
 
 def _metadata(spec: ClientSpec) -> dict:
@@ -166,7 +168,7 @@ def create_client(spec: ClientSpec) -> tuple[Client, str | None]:
         raise Conflict(f"client {client_id} already exists")
     secret = None if spec.public else secrets.token_urlsafe(32)
     client = Client(client_id=client_id, name=metadata["client_name"], client_metadata=metadata,
-                    client_secret_hash=hash_secret(secret) if secret else None)
+                    client_secret_hash=hash_secret(secret) if secret else None, require_mfa=spec.require_mfa)
     db.session.add(client)
     db.session.commit()
     return client, secret
@@ -189,6 +191,15 @@ def delete_client(client_id: str) -> None:
     client_cache.forget(client_id)
 
 
+def set_require_mfa(client_id: str, required: bool) -> Client:
+    """Turn the per-client MFA requirement on or off (idp clients update --require-mfa)."""
+    client = get_client(client_id)
+    client.require_mfa = required
+    db.session.commit()
+    client_cache.forget(client_id)
+    return client
+
+
 def rotate_secret(client_id: str) -> str:
     client = get_client(client_id)
     if client.client_metadata.get("token_endpoint_auth_method") in ("none", "private_key_jwt"):
@@ -203,6 +214,6 @@ def rotate_secret(client_id: str) -> str:
 
 def describe(client: Client) -> dict:
     """What the CLI shows: metadata, never the secret hash."""
-    return {"client_id": client.client_id, **client.client_metadata,
+    return {"client_id": client.client_id, **client.client_metadata, "require_mfa": bool(client.require_mfa),
             "created_at": client.created_at.isoformat(),
             "secret_rotated_at": client.secret_rotated_at.isoformat() if client.secret_rotated_at else None}
