@@ -129,6 +129,7 @@ _ENV = [
     ("saml_clock_skew", "IDP_SAML_CLOCK_SKEW", int),
     ("saml_metadata_refresh_ttl", "IDP_SAML_METADATA_REFRESH_TTL", int),
     ("smtp_url", "IDP_SMTP_URL", str),
+    ("smtp_ca_file", "IDP_SMTP_CA_FILE", str),
     ("mail_from", "IDP_MAIL_FROM", str),
     ("trusted_proxy_hops", "IDP_TRUSTED_PROXY_HOPS", int),
     ("log_format", "IDP_LOG_FORMAT", str),
@@ -207,6 +208,9 @@ class Settings:
     # smtp://[user:pass@]host[:port], smtp+starttls://... or smtps://...; unset: mail is
     # written to instance/mail/ (embedded mode works offline).
     smtp_url: str | None = None
+    # PEM bundle of the CAs that may sign the relay's certificate, instead of the system store
+    # (a private relay); the certificate and host name are always verified.
+    smtp_ca_file: str | None = None
     mail_from: str = "idp@localhost"
     trusted_proxy_hops: int = 0
     log_format: str | None = None
@@ -325,6 +329,8 @@ class Settings:
             raise SettingsError("IDP_ARGON2_*: time cost and parallelism >= 1, memory >= 8 KiB per lane")
         if self.smtp_url and not self.smtp_url.startswith(("smtp://", "smtp+starttls://", "smtps://")):
             raise SettingsError("IDP_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://")
+        if self.smtp_url or self.smtp_ca_file:
+            _check_smtp(self.smtp_url, self.smtp_ca_file)
         if not 0 <= self.saml_clock_skew <= 900 or self.saml_metadata_refresh_ttl < 0:
             raise SettingsError("IDP_SAML_CLOCK_SKEW must be 0..900, IDP_SAML_METADATA_REFRESH_TTL >= 0")
         if not 0 <= self.saml_clock_skew <= 900 or self.saml_metadata_refresh_ttl < 0:
@@ -373,3 +379,27 @@ def _read_or_create_secret(path: Path) -> str:
     with os.fdopen(fd, "w") as fh:
         fh.write(value + "\n")
     return value
+
+
+def _check_smtp(url: str | None, ca_file: str | None) -> None:
+    """IDP_SMTP_URL parses as scheme://[user:pass@]host[:port] (the message never echoes it:
+    it may hold a password); IDP_SMTP_CA_FILE is a readable PEM bundle for a TLS relay."""
+    import ssl
+
+    if url:
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError when not a number
+        except ValueError:
+            parts = None
+        if parts is None or not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment:
+            raise SettingsError("IDP_SMTP_URL is malformed: scheme://user:pass@host:port, with @ : / ? # % "
+                                "in the user or password percent-encoded (%40 %3A %2F %3F %23 %25)")
+    if not ca_file:
+        return
+    if not (url or "").startswith(("smtp+starttls://", "smtps://")):
+        raise SettingsError("IDP_SMTP_CA_FILE needs IDP_SMTP_URL with smtp+starttls:// or smtps://")
+    try:
+        ssl.create_default_context(cafile=ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise SettingsError(f"IDP_SMTP_CA_FILE {ca_file}: not a readable PEM certificate bundle ({exc})") from None

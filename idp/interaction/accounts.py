@@ -22,7 +22,7 @@ from ..protocol.params import malformed_reason
 from ..rate_limit import rate_limited
 from ..services import account_tokens, accounts
 from ..services.accounts import RateLimited
-from ..services.mail import send_mail
+from ..services.mail import MailError, send_mail
 from ..storage.models import User, db
 from .web import (
     INTERACTION_COOKIE,
@@ -86,8 +86,14 @@ def drain_background(timeout: float = 10.0) -> None:
 
 
 def _deliver(mail: accounts.Mail | None) -> None:
-    if mail is not None:
+    if mail is None:
+        return
+    try:
         send_mail(current_app.extensions["idp"].settings, mail.to, mail.template, **mail.context)
+    except MailError as exc:
+        # Not queued or retried: the user asks again ("Send the link again", "Forgot password?").
+        # The error names the relay and its reply, never the link or the SMTP password.
+        logger.error("mail %s not delivered: %s", mail.template, exc)
 
 
 def _send_reset_mail(email: str) -> None:

@@ -8,6 +8,10 @@ multipart/alternative message. With `IDP_SMTP_URL` it is delivered over SMTP:
     smtp+starttls://[user:pass@]host[:587] STARTTLS before authenticating (RFC 3207)
     smtps://[user:pass@]host[:465]         implicit TLS (RFC 8314)
 
+User and password are percent-encoded in the URL (`p%40ss` for `p@ss`). Over TLS the relay's
+certificate and host name are verified (RFC 8314 §4.1), against the system's CAs or, with
+`IDP_SMTP_CA_FILE`, against that PEM bundle only; a relay that fails the check gets nothing.
+
 Without it (embedded mode) the message is written to `<instance>/mail/<time>-<id>.eml`, so
 `make run` works offline. The log names the template, the file or relay and a message id,
 never the body: mails carry single-use links.
@@ -15,6 +19,7 @@ never the body: mails carry single-use links.
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import secrets
@@ -72,10 +77,11 @@ def build_message(settings: Settings, to: str, template: str, **context) -> Emai
 
 def send_mail(settings: Settings, to: str, template: str, **context) -> str:
     """Render and deliver one mail; returns its Message-ID. Raises MailError if the SMTP
-    relay refuses it or cannot be reached (callers decide whether that is fatal)."""
+    relay refuses it, cannot be reached or fails TLS verification (callers decide whether
+    that is fatal; nothing is queued)."""
     message = build_message(settings, to, template, **context)
     if settings.smtp_url:
-        _deliver_smtp(settings.smtp_url, message)
+        _deliver_smtp(settings.smtp_url, settings.smtp_ca_file, message)
         logger.info("mail %s sent over SMTP (%s)", template, message["Message-ID"])
     else:
         path = _write_file(Path(settings.instance_path) / "mail", message)
@@ -83,26 +89,47 @@ def send_mail(settings: Settings, to: str, template: str, **context) -> str:
     return message["Message-ID"]
 
 
-def _deliver_smtp(url: str, message: EmailMessage) -> None:
+def _deliver_smtp(url: str, ca_file: str | None, message: EmailMessage) -> None:
     parts = urlsplit(url)
     scheme = parts.scheme
     host = parts.hostname or "localhost"
     port = parts.port or {"smtps": 465, "smtp+starttls": 587}.get(scheme, 25)
     try:
         if scheme == "smtps":
-            smtp = smtplib.SMTP_SSL(host, port, timeout=SMTP_TIMEOUT, context=ssl.create_default_context())
+            smtp = smtplib.SMTP_SSL(host, port, timeout=SMTP_TIMEOUT, context=_tls_context(ca_file))
         else:
             smtp = smtplib.SMTP(host, port, timeout=SMTP_TIMEOUT)
         with smtp:
             if scheme == "smtp+starttls":
-                smtp.starttls(context=ssl.create_default_context())
+                # Raises SMTPNotSupportedError if the relay offers no STARTTLS: never downgrade.
+                smtp.starttls(context=_tls_context(ca_file))
             if parts.username:
-                smtp.login(unquote(parts.username), unquote(parts.password or ""))
+                _login(smtp, unquote(parts.username), unquote(parts.password or ""))
             smtp.send_message(message)
     except (OSError, smtplib.SMTPException) as exc:
         # The library text may echo the relay's reply, never our body; the URL's password is
         # not in it.
         raise MailError(f"SMTP delivery to {host}:{port} failed: {exc.__class__.__name__}: {exc}") from None
+
+
+def _tls_context(ca_file: str | None) -> ssl.SSLContext:
+    # Certificate and host name checked, TLS 1.2 or newer; cafile replaces the system store.
+    return ssl.create_default_context(cafile=ca_file)
+
+
+def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    if user.isascii() and password.isascii():
+        smtp.login(user, password)
+        return
+    # smtplib encodes credentials as ASCII (a UnicodeEncodeError mid-exchange); AUTH PLAIN
+    # carries UTF-8 (RFC 4616 §2).
+    smtp.ehlo_or_helo_if_needed()
+    if "PLAIN" not in smtp.esmtp_features.get("auth", "").upper().split():
+        raise smtplib.SMTPNotSupportedError("the relay offers no AUTH PLAIN for a non-ASCII user or password")
+    response = base64.b64encode(f"\0{user}\0{password}".encode()).decode()
+    code, reply = smtp.docmd("AUTH", "PLAIN " + response)
+    if code != 235:
+        raise smtplib.SMTPAuthenticationError(code, reply)
 
 
 def _write_file(folder: Path, message: EmailMessage) -> Path:
