@@ -1,0 +1,169 @@
+"""Two-step verification on the account side: enrolment (QR code, secret, a valid code
+completes it, recovery codes shown once), rename, remove (password for the last factor),
+regenerate codes, trusted browsers; every change mailed and audited."""
+
+from __future__ import annotations
+
+import re
+
+import pyotp
+from sqlalchemy import select
+
+from idp.mfa import recovery, trusted
+from idp.storage.mfa_models import TotpFactor
+from idp.storage.models import User, db
+from idp.storage.security_models import AuthEvent
+from tests.accounts.conftest import sent_mail
+from tests.factories import PASSWORD, form_fields, make_client, make_user
+
+from .helpers import auth_params, code_at, enrol_totp, id_token_claims, password_step, submit_code
+
+
+def _account_login(client, password=PASSWORD):
+    page = client.get("/account/login")
+    return client.post("/account/login", data={**form_fields(page.get_data(as_text=True)),
+                                               "email": "alice@example.com", "password": password})
+
+
+def _signed_in(app, client):
+    with app.app_context():
+        user_id = make_user().id
+    assert _account_login(client).headers["Location"] == "/account"
+    return user_id
+
+
+def _enrol(client) -> tuple[str, str]:
+    """Enrol through the pages; returns (secret, html of the answer)."""
+    page = client.get("/account/mfa/totp")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "<svg" in html and page.headers["Cache-Control"] == "no-store"
+    secret = re.search(r'data-secret="([A-Z2-7]+)"', html).group(1)
+    done = client.post("/account/mfa/totp", data={**form_fields(html), "label": "Pixel",
+                                                  "code": pyotp.TOTP(secret).now()})
+    return secret, done.get_data(as_text=True)
+
+
+def test_enrolment_needs_a_valid_code_then_shows_ten_recovery_codes_once(app, client, mailbox):
+    user_id = _signed_in(app, client)
+    html = client.get("/account/mfa/totp").get_data(as_text=True)
+    wrong = client.post("/account/mfa/totp", data={**form_fields(html), "code": "12345"})
+    assert wrong.status_code == 400
+    with app.app_context():
+        assert not db.session.scalars(select(TotpFactor)).all()
+    secret, shown = _enrol(client)
+    codes = re.findall(r"<code>([0-9a-z]{5}-[0-9a-z]{5})</code>", shown)
+    assert len(codes) == 10 and len(set(codes)) == 10
+    with app.app_context():
+        [factor] = db.session.scalars(select(TotpFactor)).all()
+        assert factor.label == "Pixel" and secret.encode() not in factor.secret_encrypted
+        assert recovery.remaining(user_id) == 10
+        events = set(db.session.scalars(select(AuthEvent.event).where(AuthEvent.user_id == user_id)))
+        assert "mfa_enrol" in events
+    assert "authenticator app (Pixel) was added" in sent_mail(mailbox, "alice@example.com", "security").as_string()
+    # Shown once: the management page has the count, never the codes.
+    manage = client.get("/account/mfa").get_data(as_text=True)
+    assert "10 unused recovery codes" in manage and codes[0] not in manage
+    assert "Pixel" in client.get("/account").get_data(as_text=True)
+
+
+def test_the_enrolment_code_cannot_sign_in_again(app, client):
+    """The code that confirmed enrolment was used: the replay guard refuses it at login."""
+    _signed_in(app, client)
+    secret, _ = _enrol(client)
+    with app.app_context():
+        client_id, _ = make_client()
+    other = app.test_client()
+    password_step(other, auth_params(client_id)[0])
+    assert submit_code(other, "/login/mfa/totp", pyotp.TOTP(secret).now()).status_code == 401
+
+
+def test_account_login_goes_through_the_mfa_step(app, client):
+    with app.app_context():
+        secret = enrol_totp(app, make_user())
+    assert _account_login(client).headers["Location"] == "/login/mfa"
+    assert client.get("/account").headers["Location"].endswith("/account/login")
+    assert submit_code(client, "/login/mfa/totp", code_at(secret)).headers["Location"] == "/account"
+    assert client.get("/account").status_code == 200
+
+
+def test_rename_remove_and_the_last_factor_needs_the_password(app, client, mailbox):
+    user_id = _signed_in(app, client)
+    _enrol(client)
+    with app.app_context():
+        secret2 = enrol_totp(app, db.session.get(User, user_id), "Tablet")
+        first, second = db.session.scalars(select(TotpFactor).order_by(TotpFactor.created_at)).all()
+        first_id, second_id = first.id, second.id
+    csrf = form_fields(client.get("/account/mfa").get_data(as_text=True))["csrf_token"]
+    renamed = client.post(f"/account/mfa/totp/{first_id}/rename", data={"csrf_token": csrf, "label": "Old phone"})
+    assert renamed.headers["Location"] == "/account/mfa?done=renamed"
+    assert client.post(f"/account/mfa/totp/{first_id}/rename", data={"label": "x"}).status_code == 400
+    # Not the last factor: no password needed.
+    assert client.post(f"/account/mfa/totp/{first_id}/remove", data={"csrf_token": csrf}).status_code == 302
+    last = client.post(f"/account/mfa/totp/{second_id}/remove", data={"csrf_token": csrf, "password": "nope"})
+    assert last.status_code == 400 and "Enter your password" in last.get_data(as_text=True)
+    done = client.post(f"/account/mfa/totp/{second_id}/remove", data={"csrf_token": csrf, "password": PASSWORD})
+    assert done.status_code == 302
+    with app.app_context():
+        assert not db.session.scalars(select(TotpFactor)).all() and recovery.remaining(user_id) == 0
+        events = list(db.session.scalars(select(AuthEvent.event).where(AuthEvent.event.like("mfa_%"))))
+        assert sorted(events) == ["mfa_enrol", "mfa_remove", "mfa_remove", "mfa_rename"]
+    sent_mail(mailbox, "alice@example.com", "security")
+    assert len(mailbox.to("alice@example.com")) >= 4
+    assert secret2  # (the second factor was made directly)
+
+
+def test_regenerated_recovery_codes_replace_the_old_ones(app, client):
+    user_id = _signed_in(app, client)
+    _, shown = _enrol(client)
+    old = re.findall(r"<code>([0-9a-z]{5}-[0-9a-z]{5})</code>", shown)
+    csrf = form_fields(client.get("/account/mfa").get_data(as_text=True))["csrf_token"]
+    new = re.findall(r"<code>([0-9a-z]{5}-[0-9a-z]{5})</code>",
+                     client.post("/account/mfa/recovery-codes", data={"csrf_token": csrf}).get_data(as_text=True))
+    assert len(new) == 10 and not set(new) & set(old)
+    with app.app_context():
+        assert not recovery.consume(_kek(app), user_id, old[0])
+        assert recovery.consume(_kek(app), user_id, new[0])
+
+
+def _kek(app):
+    from .helpers import kek
+
+    return kek(app)
+
+
+def test_trusted_browser_skips_the_prompt_until_logout_everywhere(app, client):
+    with app.app_context():
+        secret = enrol_totp(app, make_user())
+        client_id, client_secret = make_client()
+    params, verifier = auth_params(client_id)
+    password_step(client, params)
+    response = submit_code(client, "/login/mfa/totp", code_at(secret), trust_browser="yes")
+    assert client.get_cookie("idp_trusted_browser") is not None
+    id_token_claims(client, client_id, client_secret, response, verifier)
+    # A new login in this browser (prompt=login): the password is enough...
+    params, verifier = auth_params(client_id, prompt="login")
+    claims = id_token_claims(client, client_id, client_secret, password_step(client, params), verifier)
+    assert claims["acr"] == "urn:idp:acr:pwd" and claims["amr"] == ["pwd"]  # ...and the token says so
+    # ...but not for an explicit step-up (Keycloak-like: acr_values is never skipped).
+    params, _ = auth_params(client_id, acr_values="urn:idp:acr:mfa")
+    assert client.get("/authorize", query_string=params).headers["Location"].startswith("/login/mfa/step-up")
+    # Log out everywhere forgets every trusted browser.
+    csrf = form_fields(client.get("/account").get_data(as_text=True))["csrf_token"]
+    client.post("/account/logout-everywhere", data={"csrf_token": csrf})
+    with app.app_context():
+        assert trusted.list_trusted(db.session.query(User).one().id) == []
+    params, _ = auth_params(client_id)
+    assert password_step(client, params).headers["Location"] == "/login/mfa"
+
+
+def test_a_trust_cookie_of_another_user_or_forged_is_ignored(app):
+    with app.app_context():
+        alice = make_user()
+        bob = make_user("bob@example.com")
+        secret_key = app.config["SECRET_KEY"]
+        value = trusted.create_trust(secret_key, alice.id, 3600, None)
+        assert trusted.is_trusted(secret_key, value, alice.id, 3600)
+        assert not trusted.is_trusted(secret_key, value, bob.id, 3600)
+        assert not trusted.is_trusted("another key", value, alice.id, 3600)
+        assert not trusted.is_trusted(secret_key, value + "x", alice.id, 3600)
+        assert not trusted.is_trusted(secret_key, "x" * 5000, alice.id, 3600)
