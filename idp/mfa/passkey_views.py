@@ -18,7 +18,7 @@ answers: a redirect to consent, to the client, or a form_post page.
 
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, jsonify, make_response, redirect, render_template, request, url_for
 from werkzeug.exceptions import RequestEntityTooLarge
 
 from ..errors import Conflict, InvalidCredentials, InvalidInput, NotFound
@@ -27,13 +27,14 @@ from ..interaction.web import check_csrf
 from ..protocol.authorize import error_page
 from ..services import audit, users
 from ..services.accounts import RateLimited, check_rate
-from . import passkeys
+from . import passkeys, recovery
 from .methods import enrolled_count, register_method
 from .notify import notify
 
 bp = Blueprint("passkeys", __name__)
 
 MAX_JSON_BYTES = 64 * 1024  # a registration with a packed attestation chain is a few KB
+CODES_TTL = 300  # seconds: the first passkey's recovery codes are shown on the next page within this
 REAUTH_LIMIT, REAUTH_WINDOW = 5, 900  # password re-entries per user before removing the last factor
 NOTICES = {"added": "The passkey was added.", "renamed": "The passkey was renamed.",
            "removed": "The passkey was removed.", "bad_name": "Use a name of 1 to 64 printable characters."}
@@ -157,7 +158,29 @@ def register_verify():
     except Conflict as exc:
         return json_error(409, "already_registered", str(exc))
     _changed(user, "passkey_added", row)
-    return jsonify(id=row.id, name=row.name, redirect=url_for("account.account", passkey="added"))
+    redirect_to = url_for("account.account", passkey="added")
+    if enrolled_count(user) == 1 and recovery.remaining(user.id) == 0:
+        # The first factor: recovery codes, made and shown once by the next page (as for TOTP).
+        _idp().store.set("passkey-first:" + session["sid"], b"1", CODES_TTL)
+        redirect_to = url_for("passkeys.first_recovery_codes")
+    return jsonify(id=row.id, name=row.name, redirect=redirect_to)
+
+
+@bp.get("/account/passkeys/recovery-codes")
+def first_recovery_codes():
+    """Once, right after the first passkey: the recovery codes (generated here, so that they
+    never sit in the store in clear). Taking the flag is atomic: a reload shows the account page."""
+    from .views import kek
+
+    session, user = _account_user()
+    if session is None:
+        return redirect(url_for("account.account_login"))
+    if _idp().store.take("passkey-first:" + session["sid"]) is None or recovery.remaining(user.id):
+        return redirect(url_for("account.account", passkey="added"))
+    response = make_response(render_template("mfa/recovery_codes.html", codes=recovery.generate(kek(), user.id),
+                                             first=True))
+    response.headers["Cache-Control"] = "no-store"
+    return response
 
 
 def require_rp() -> passkeys.RelyingParty:
@@ -202,8 +225,11 @@ def remove(passkey_id: str):
     # Issue 5: removing the last factor needs re-authentication (the password, again).
     if enrolled_count(user) <= 1 and (confirm := _reauthenticate(user, row)) is not None:
         return confirm
+    last = enrolled_count(user) <= 1
     passkeys.remove_passkey(user.id, row.id)
-    _changed(user, "passkey_removed", row)
+    if last:
+        recovery.delete_all(user.id)  # without a factor, recovery codes would recover nothing
+    _changed(user, "passkey_removed", row, " Two-step verification is now off." if last else "")
     return redirect(url_for("account.account", passkey="removed"))
 
 
@@ -231,6 +257,6 @@ WHAT = {"passkey_added": 'A passkey named "{}" was added to your account. It can
         "passkey_removed": 'The passkey "{}" was removed from your account. It can no longer be used to sign in.'}
 
 
-def _changed(user, event: str, row) -> None:
+def _changed(user, event: str, row, more: str = "") -> None:
     """Every change: an audit row and a notification mail (sent after the response)."""
-    notify(user, event, WHAT[event].format(row.name))
+    notify(user, event, WHAT[event].format(row.name) + more)

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from idp.interaction.accounts import drain_background
-from idp.mfa import passkeys
+from idp.mfa import passkeys, recovery
 from idp.storage.models import db
 from idp.storage.passkey_models import WebAuthnCredential
 from idp.storage.security_models import AuthEvent
@@ -53,7 +53,12 @@ def test_register_a_passkey_from_the_account_page(pk_client, authenticator, mail
     assert body["authenticatorSelection"]["residentKey"] == "required"
     answer = post_json(pk_client, VERIFY, {"credential": authenticator.create(body), "name": " My  laptop "}, csrf)
     assert answer.status_code == 200, answer.get_data(as_text=True)
-    assert answer.get_json()["redirect"] == "/account?passkey=added"
+    # The first factor: recovery codes, made and shown once on the next page (as after TOTP).
+    assert answer.get_json()["redirect"] == "/account/passkeys/recovery-codes"
+    codes = pk_client.get("/account/passkeys/recovery-codes")
+    assert codes.status_code == 200 and codes.get_data(as_text=True).count("<li><code>") == 10
+    assert recovery.remaining(user.id) == 10
+    assert pk_client.get("/account/passkeys/recovery-codes").headers["Location"] == "/account?passkey=added"
     [row] = _rows()
     assert (row.user_id, row.name, row.sign_count, row.transports) == (user.id, "My laptop", 0, ["internal"])
     assert passkeys.amr_for(row) == "hwk" and not row.backup_eligible and row.attachment == "platform"
@@ -157,6 +162,8 @@ def test_verify_without_options_or_with_a_bad_name(pk_client, authenticator):
 def test_rename_and_remove_with_the_password_for_the_last_factor(pk_client, authenticator, mailbox):
     signed_in_with_passkey(pk_client, authenticator, "Laptop")
     [row] = _rows()
+    pk_client.get("/account/passkeys/recovery-codes")
+    assert recovery.remaining(row.user_id) == 10
     csrf = account_csrf(pk_client)
     assert pk_client.post(f"/account/passkeys/{row.id}/rename", data={"csrf_token": csrf, "name": "Desk key"}) \
         .headers["Location"] == "/account?passkey=renamed"
@@ -173,6 +180,7 @@ def test_rename_and_remove_with_the_password_for_the_last_factor(pk_client, auth
     done = pk_client.post(f"/account/passkeys/{row.id}/remove",
                           data={"csrf_token": csrf, "password": "correct horse battery staple"})
     assert done.headers["Location"] == "/account?passkey=removed" and not _rows()
+    assert recovery.remaining(row.user_id) == 0  # without a factor, recovery codes recover nothing
     events = set(db.session.scalars(select(AuthEvent.event).where(AuthEvent.event.like("passkey_%"))))
     assert events == {"passkey_added", "passkey_renamed", "passkey_removed"}
     drain_background()
