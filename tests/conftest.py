@@ -126,12 +126,11 @@ class LiveServer:
         self.log = log
 
 
-@pytest.fixture(scope="session")
-def live_server(app, settings, base_dir):
-    """The real thing: gunicorn with 2 workers on a free loopback port, sharing the test
-    database and store with the in-process `app` (so tests can register clients directly)."""
+def _serve(settings, base_dir, host: str):
+    """gunicorn with 2 workers on a free loopback port, sharing the test database and store
+    with the in-process `app`; the issuer is http://HOST:PORT."""
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("IDP_", "DATABASE_URL", "REDIS_URL"))}
     env.update({
         "IDP_ISSUER": url,
@@ -151,7 +150,7 @@ def live_server(app, settings, base_dir):
     deadline = time.monotonic() + 30
     while True:
         try:
-            if requests.get(url + "/healthz", timeout=1).status_code == 200:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
                 break
         except requests.RequestException:
             # Refused before gunicorn listens; a read timeout while the workers still boot.
@@ -166,3 +165,17 @@ def live_server(app, settings, base_dir):
         process.wait(timeout=15)
     except subprocess.TimeoutExpired:
         process.kill()
+
+
+@pytest.fixture(scope="session")
+def live_server(app, settings, base_dir):
+    """The real thing: gunicorn with 2 workers on a free loopback port, sharing the test
+    database and store with the in-process `app` (so tests can register clients directly)."""
+    yield from _serve(settings, base_dir, "127.0.0.1")
+
+
+@pytest.fixture(scope="session")
+def localhost_server(app, settings, base_dir):
+    """Like live_server, with the issuer http://localhost:PORT: WebAuthn needs a host name as
+    relying party id (an IP address is refused), and browsers treat localhost as secure."""
+    yield from _serve(settings, base_dir, "localhost")
