@@ -6,10 +6,14 @@
     saml.py         python3-saml: settings, AuthnRequest, SP metadata, the ACS checks
     provisioning.py ExternalIdentity -> local account (jit, link-by-email, existing-only)
     views.py        /saml/NAME/metadata, /saml/NAME/login, /saml/NAME/acs, /saml/continue
+    slo.py          python3-saml: single logout messages (LogoutRequest/LogoutResponse, both ways)
+    slo_views.py    /saml/NAME/slo; upstream_sessions.py: which sessions came from which IdP login
+    routing.py      email domain -> connection (login page); clock.py: clock skew on timestamps
 """
 
 
 def init_app(app) -> None:
+    from . import slo_views  # noqa: F401  (its route joins the blueprint)
     from .views import bp
 
     app.register_blueprint(bp)
@@ -28,3 +32,12 @@ def init_app(app) -> None:
                 return []
 
         return {"saml_connections": saml_connections}
+
+
+def upstream_logout(session: dict | None, then: str | None):
+    """Call after ending `session` locally. When it came from a SAML IdP with single logout: a
+    response that sends the browser there (signed LogoutRequest) and on to `then` (a URL, or
+    None for the logged-out page). Else None."""
+    from .slo_views import start_upstream_logout
+
+    return start_upstream_logout(session, then)

@@ -24,3 +24,6 @@ class ExternalIdentity:
     groups: tuple[str, ...] = ()
     acr: str | None = None        # e.g. the SAML AuthnContextClassRef
     session_index: str | None = None
+    # What the protocol module needs to log this session out upstream (SAML: NameID, its format
+    # and qualifiers, SessionIndex); opaque to everything else.
+    upstream_session: dict = field(default_factory=dict)

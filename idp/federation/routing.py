@@ -31,13 +31,20 @@ def login_redirect(email: str | None, interaction_id: str):
     else None. Not a 303: CSP form-action also governs the redirects after a form POST
     (CSP Level 3 §6.3.1), so the IdP's origin would be blocked; a Refresh is a navigation of
     its own, and the link is there for browsers that ignore it."""
-    from flask import make_response, render_template, url_for
+    from flask import url_for
 
     name = connection_name_for_email(email)
     if name is None:
         return None
-    target = url_for("saml.login", name=name, interaction=interaction_id)
-    response = make_response(render_template("saml/routing.html", connection=name, target=target))
+    return continue_page(url_for("saml.login", name=name, interaction=interaction_id),
+                         f"Continue to {name}", f"Your organisation signs you in with {name}.")
+
+
+def continue_page(target: str, heading: str, message: str):
+    """A page that moves on to `target` at once (Refresh) after a form POST, with a link."""
+    from flask import make_response, render_template
+
+    response = make_response(render_template("saml/continue.html", heading=heading, message=message, target=target))
     response.headers["Refresh"] = f"0; url={target}"
     response.headers["Cache-Control"] = "no-store"
     return response

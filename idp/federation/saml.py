@@ -21,7 +21,8 @@ import base64
 import binascii
 import hashlib
 import logging
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, replace
 from urllib.parse import urlsplit
 
 from lxml import etree
@@ -134,16 +135,20 @@ def authn_request_url(conn: SamlConnection, issuer: str, kek: bytes, relay_state
 
 # --- ACS --------------------------------------------------------------------------------------
 
-def decode_response(raw: str | None) -> bytes:
-    """Base64 -> XML bytes after the pre-checks (size, DOCTYPE/entities, comments, root)."""
+def decode_response(raw: str | None, root: str = "Response", inflate: bool = False) -> bytes:
+    """Base64 (and, HTTP-Redirect binding, DEFLATE) -> XML bytes after the pre-checks (size,
+    DOCTYPE/entities, comments, root element samlp:`root`)."""
     if not raw:
-        raise SamlRefused("no_response", "SAMLResponse missing")
+        raise SamlRefused("no_response", f"SAML {root} missing")
     if len(raw) > MAX_RESPONSE_BYTES * 4 // 3 + 4:
         raise SamlRefused("too_large", f"{len(raw)} base64 characters")
     try:
         xml = base64.b64decode(raw.encode("ascii"), validate=False)
-    except (binascii.Error, ValueError, UnicodeEncodeError):
-        raise SamlRefused("malformed", "not base64") from None
+        if inflate:  # bounded: a DEFLATE bomb stops at the size limit
+            inflater = zlib.decompressobj(-15)
+            xml = inflater.decompress(xml, MAX_RESPONSE_BYTES + 1)
+    except (binascii.Error, ValueError, UnicodeEncodeError, zlib.error):
+        raise SamlRefused("malformed", "not base64" + (" DEFLATE" if inflate else "")) from None
     if len(xml) > MAX_RESPONSE_BYTES:
         raise SamlRefused("too_large", f"{len(xml)} bytes")
     lowered = xml.lower()
@@ -152,13 +157,13 @@ def decode_response(raw: str | None) -> bytes:
     parser = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False, load_dtd=False,
                              remove_comments=False)
     try:
-        root = etree.fromstring(xml, parser)
+        document = etree.fromstring(xml, parser)
     except etree.XMLSyntaxError as exc:
         raise SamlRefused("malformed", str(exc)[:200]) from None
-    if any(True for _ in root.iter(etree.Comment)) or b"<!--" in xml:
+    if any(True for _ in document.iter(etree.Comment)) or b"<!--" in xml:
         raise SamlRefused("comments_forbidden", "XML comment in the response")
-    if root.tag != f"{{{SAMLP}}}Response":
-        raise SamlRefused("malformed", f"root element {str(root.tag)[:100]}")
+    if document.tag != f"{{{SAMLP}}}{root}":
+        raise SamlRefused("malformed", f"root element {str(document.tag)[:100]}")
     return xml
 
 
@@ -199,12 +204,16 @@ def process_response(conn: SamlConnection, issuer: str, kek: bytes, store, raw_r
         raise SamlRefused("unsolicited", "InResponseTo without a pending AuthnRequest")
     _check_not_replayed(conn, store, auth, skew)
     try:
-        return map_identity(conn.attribute_map or {}, provider=conn.name, protocol="saml",
-                            name_id=auth.get_nameid(), attributes=auth.get_attributes(),
-                            acr=(auth.get_last_authn_contexts() or [None])[0],
-                            session_index=auth.get_session_index())
+        identity = map_identity(conn.attribute_map or {}, provider=conn.name, protocol="saml",
+                                name_id=auth.get_nameid(), attributes=auth.get_attributes(),
+                                acr=(auth.get_last_authn_contexts() or [None])[0],
+                                session_index=auth.get_session_index())
     except InvalidInput as exc:
         raise SamlRefused("no_subject", str(exc)) from None
+    # For single logout (slo.py): the LogoutRequest names the subject exactly as the IdP did.
+    return replace(identity, upstream_session={
+        "name_id": auth.get_nameid(), "name_id_format": auth.get_nameid_format(), "nq": auth.get_nameid_nq(),
+        "spnq": auth.get_nameid_spnq(), "session_index": auth.get_session_index()})
 
 
 def _check_not_replayed(conn: SamlConnection, store, auth: OneLogin_Saml2_Auth, skew: int) -> None:

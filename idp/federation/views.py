@@ -26,6 +26,7 @@ from ..protocol import authorize
 from ..services import sessions
 from ..settings import decode_kek
 from ..storage.models import User, db
+from . import upstream_sessions
 from .provisioning import ProvisioningRefused, provision_user
 
 
@@ -130,11 +131,12 @@ def acs(name: str):
     acr = identity.acr or DEFAULT_ACR
     if pending is None:  # IdP-initiated (allowed for this connection): a session, no application
         response = make_response(render_template("saml/signed_in.html", connection=conn.name, email=user.email))
-        _start_session(response, user, acr)
+        _start_session(response, user, acr, conn, identity.upstream_session)
         return response
     ticket = secrets.token_urlsafe(32)
     idp.store.set_json(_hashed("saml:ticket:", ticket),
-                       {"user_id": user.id, "acr": acr, "interaction": pending["interaction"]}, TICKET_TTL)
+                       {"user_id": user.id, "acr": acr, "interaction": pending["interaction"],
+                        "connection": conn.id, "upstream": identity.upstream_session}, TICKET_TTL)
     return redirect(url_for("saml.continue_login", ticket=ticket), code=303)
 
 
@@ -157,6 +159,7 @@ def continue_login():
     cookie_value, session = sessions.create_session(idp.store, user.id, amr=["ext"], acr=record["acr"],
                                                     idle_ttl=idp.settings.session_idle_ttl,
                                                     absolute_ttl=idp.settings.session_ttl)
+    _record_upstream(session, record["connection"], record.get("upstream"))
     interaction["logged_in"] = True
     idp.store.set_json("interaction:" + interaction_id, interaction, idp.settings.interaction_ttl)
     response = authorize.resume(interaction_id, interaction, session_override=(cookie_value, session))
@@ -164,13 +167,23 @@ def continue_login():
     return response
 
 
-def _start_session(response, user: User, acr: str) -> None:
+def _start_session(response, user: User, acr: str, conn, upstream: dict) -> None:
     idp = _idp()
     sessions.end_session(idp.store, get_cookie(SESSION_COOKIE))
-    cookie_value, _ = sessions.create_session(idp.store, user.id, amr=["ext"], acr=acr,
-                                              idle_ttl=idp.settings.session_idle_ttl,
-                                              absolute_ttl=idp.settings.session_ttl)
+    cookie_value, session = sessions.create_session(idp.store, user.id, amr=["ext"], acr=acr,
+                                                    idle_ttl=idp.settings.session_idle_ttl,
+                                                    absolute_ttl=idp.settings.session_ttl)
+    upstream_sessions.record(idp.store, session, conn, upstream)
     set_cookie(response, SESSION_COOKIE, cookie_value, idp.settings.session_ttl)
+
+
+def _record_upstream(session: dict, connection_id: int | None, upstream: dict | None) -> None:
+    """Single logout needs to know this session came from that IdP login (upstream_sessions.py)."""
+    from ..storage.federation_models import SamlConnection
+
+    conn = db.session.get(SamlConnection, connection_id) if connection_id else None
+    if conn is not None and upstream:
+        upstream_sessions.record(_idp().store, session, conn, upstream)
 
 
 REASONS = {

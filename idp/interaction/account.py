@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, make_response, redirect, render_template, request, url_for
 
+from .. import federation
 from ..errors import InvalidCredentials
 from ..mfa import flow
 from ..mfa.account_views import summary as mfa_summary
@@ -152,11 +153,13 @@ def end_session():
     ended = sessions.end_session_by_sid(_idp().store, user.id, sid)
     if ended is not None:
         audit.record_event("logout", "success", user_id=user.id, reason="account_page", **_client_info())
+    then = url_for("account.account_login", done="signed_out") if sid == session["sid"] else \
+        url_for("account.account", done="ended")
+    # A session from a SAML IdP with single logout: the IdP is told too (idp/federation/slo_views.py).
+    response = federation.upstream_logout(ended, then) or redirect(then)
     if sid == session["sid"]:
-        response = redirect(url_for("account.account_login", done="signed_out"))
         clear_cookie(response, SESSION_COOKIE)
-        return response
-    return redirect(url_for("account.account", done="ended"))
+    return response
 
 
 @bp.post("/account/logout-everywhere")

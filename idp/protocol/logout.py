@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 from flask import Blueprint, current_app, redirect, render_template, request
 from joserfc import jwt
 
+from .. import federation
 from ..interaction.web import (
     SESSION_COOKIE,
     allow_form_redirect,
@@ -95,12 +96,15 @@ def confirm():
     pending = idp.store.take_json("logout:" + logout_id)
     if pending is None:
         return error_page("invalid_request", "The logout request expired. Try again from the application.")
+    upstream = None
     if request.form.get("logout") == "yes":
         _, session = current_session()
         if session:
             sessions.end_session(idp.store, cookie)
-    response = redirect(pending["target"]) if pending["target"] else current_app.make_response(
-        render_template("logged_out.html"))
+            # A session from a SAML IdP with single logout: tell the IdP too, then on to the target.
+            upstream = federation.upstream_logout(session, pending["target"])
+    response = upstream or (redirect(pending["target"]) if pending["target"] else current_app.make_response(
+        render_template("logged_out.html")))
     if request.form.get("logout") == "yes":
         clear_cookie(response, SESSION_COOKIE)
     return response

@@ -122,5 +122,55 @@ class TestIdP:
         return str(response)
 
 
+    # --- single logout (SAML Profiles §4.4) ---------------------------------------------------
+
+    def parse_logout_request(self, redirect_url: str):
+        """Parse and verify (query signature included) a LogoutRequest our SP redirected to."""
+        from saml2 import BINDING_HTTP_REDIRECT
+
+        q = redirect_query(redirect_url)
+        req = self.server.parse_logout_request(q["SAMLRequest"], BINDING_HTTP_REDIRECT, relay_state=q.get("RelayState"),
+                                               sigalg=q.get("SigAlg"), signature=q.get("Signature"))
+        return req, q.get("RelayState")
+
+    def logout_response_url(self, request, relay_state: str | None, destination: str, *, sign: bool = True,
+                            status=None) -> str:
+        """Our SP's SLO URL with the IdP's LogoutResponse to `request` (HTTP-Redirect, query signed)."""
+        from saml2 import BINDING_HTTP_REDIRECT
+
+        response = self.server.create_logout_response(request.message, [BINDING_HTTP_REDIRECT], status=status,
+                                                      sign=False)
+        info = self.server.apply_binding(BINDING_HTTP_REDIRECT, str(response), destination, relay_state or "",
+                                         response=True, sign=sign, sigalg=_sig_algs(False)[0])
+        return dict(info["headers"])["Location"]
+
+    def logout_request(self, destination: str, sp_entity_id: str, name_id: str, *, session_index: str | None = None,
+                       binding: str = "redirect", sign: bool = True, sha1: bool = False, relay_state: str = "r1",
+                       **overrides):
+        """A LogoutRequest from the IdP to our SP: the redirect URL (binding "redirect") or the form
+        fields (binding "post", enveloped signature). Returns (message id, URL or form dict, XML)."""
+        from saml2 import BINDING_HTTP_REDIRECT
+        from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NameID
+
+        sigalg, digest = _sig_algs(sha1)
+        post = binding == "post"
+        req_id, req = self.server.create_logout_request(
+            destination, sp_entity_id, name_id=NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=name_id),
+            session_indexes=[session_index] if session_index else None, sign=post and sign,
+            sign_alg=sigalg, digest_alg=digest, **overrides)
+        xml = str(req)
+        if post:
+            return req_id, {"SAMLRequest": b64(xml), "RelayState": relay_state}, xml
+        info = self.server.apply_binding(BINDING_HTTP_REDIRECT, xml, destination, relay_state, sign=sign, sigalg=sigalg)
+        return req_id, dict(info["headers"])["Location"], xml
+
+
+def _sig_algs(sha1: bool):
+    from saml2.xmldsig import DIGEST_SHA1, DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
+
+    return (SIG_RSA_SHA1, DIGEST_SHA1) if sha1 else (SIG_RSA_SHA256, DIGEST_SHA256)
+
+
 def b64(xml: str | bytes) -> str:
     return base64.b64encode(xml.encode() if isinstance(xml, str) else xml).decode()
+
