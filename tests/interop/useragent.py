@@ -6,7 +6,10 @@ logout confirmation has a `logout` button (we press `yes`). Hidden inputs are se
 are, cookies are kept in a requests.Session. It stops at the first redirect whose target is the
 relying party's URI and returns that URL (never fetching it: the RP is not a real server).
 
-`steps` records what happened (("login", url), ("consent", url), ("logout", url),
+With `otp=`, it also passes the MFA step: it picks the authenticator app on the method choice
+and types otp() into the code form.
+
+`steps` records what happened (("login", url), ("mfa", url), ("consent", url), ("logout", url),
 ("redirect", url)) so tests can check, e.g., that max_age=0 asked for the password again or
 that prompt=none did not show any page.
 """
@@ -84,9 +87,11 @@ class UserAgentError(AssertionError):
 
 class UserAgent:
     def __init__(self, email: str | None = None, password: str | None = None, *, max_steps: int = 15,
-                 timeout: float = 15):
+                 timeout: float = 15, otp=None):
         self.email = email
         self.password = password
+        # A second factor: otp() gives the code from the user's authenticator app (pyotp).
+        self.otp = otp
         self.http = requests.Session()
         self.max_steps = max_steps
         self.timeout = timeout
@@ -127,6 +132,9 @@ class UserAgent:
 
     def _submit_page(self, resp: requests.Response, stop_at: str, decision: str, logout: str):
         forms = [f for f in parse_forms(resp.text) if f.method in ("post", "get")]
+        if self.otp and not forms and 'href="/login/mfa/totp"' in resp.text:  # the MFA method choice
+            self.steps.append(("mfa_choice", resp.url))
+            return self.http.get(urljoin(resp.url, "/login/mfa/totp"), allow_redirects=False, timeout=self.timeout)
         form, kind, button = self._choose(forms, decision, logout)
         to_rp = [f for f in forms if _same_endpoint(urljoin(resp.url, f.action), stop_at)]
         if to_rp:  # response_mode=form_post: a self-submitting form carrying the response to the RP
@@ -143,6 +151,8 @@ class UserAgent:
                 data.append((name, self.email or ""))
             elif kind == "login" and name == "password":
                 data.append((name, self.password or ""))
+            elif kind == "mfa" and name == "code":
+                data.append((name, self.otp()))
             elif kind_ in ("checkbox", "radio"):
                 if field_["checked"]:
                     data.append((name, field_["value"] or "on"))
@@ -150,7 +160,7 @@ class UserAgent:
                 data.append((name, field_["value"]))
         if button and button.get("name"):
             data.append((button["name"], button["value"]))
-        if self.steps and self.steps[-1][0] == kind and kind in ("login", "consent", "logout"):
+        if self.steps and self.steps[-1][0] == kind and kind in ("login", "consent", "logout", "mfa"):
             raise self._error(f"the {kind} form came back after submitting it (rejected?)", resp)
         self.steps.append((kind, resp.url))
         if _same_endpoint(action, stop_at):
@@ -168,6 +178,9 @@ class UserAgent:
             if {"email", "password"} <= form.names():
                 submit = next((b for b in form.buttons), None)
                 return form, "login", submit
+        for form in forms:
+            if "code" in form.names() and "email" not in form.names():
+                return form, "mfa", next((b for b in form.buttons), None)
         for form in forms:
             button = form.button("decision", decision)
             if button:

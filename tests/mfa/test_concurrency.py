@@ -80,7 +80,7 @@ def test_one_totp_code_is_accepted_once_among_concurrent_logins(app, live):
     browsers = [pending_browser(live.url, client_id) for _ in range(8)]
     forms = [form_of(b, live.url, "/login/mfa/totp") for b in browsers]
     code = code_at(secret)
-    statuses = race([_submit(b, live.url, "/login/mfa/totp", f, code) for b, f in zip(browsers, forms)])
+    statuses = race([_submit(b, live.url, "/login/mfa/totp", f, code) for b, f in zip(browsers, forms, strict=True)])
     assert sorted(statuses) == [302] + [401] * 7, statuses
 
 
@@ -91,7 +91,7 @@ def test_one_recovery_code_is_accepted_once_among_concurrent_logins(app, live):
     client_id, _ = make_client()
     browsers = [pending_browser(live.url, client_id) for _ in range(8)]
     forms = [form_of(b, live.url, "/login/mfa/recovery") for b in browsers]
-    statuses = race([_submit(b, live.url, "/login/mfa/recovery", f, codes[3]) for b, f in zip(browsers, forms)])
+    statuses = race([_submit(b, live.url, "/login/mfa/recovery", f, codes[3]) for b, f in zip(browsers, forms, strict=True)])
     assert sorted(statuses) == [302] + [401] * 7, statuses
     assert recovery.remaining(user.id) == 9
 
