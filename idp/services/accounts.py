@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from ..errors import Conflict, IdpError, InvalidCredentials, InvalidInput
 from ..settings import Settings
 from ..storage.models import Consent, RefreshToken, User, db, utcnow
+from ..storage.passkey_models import WebAuthnCredential
 from ..storage.store import Store
 from . import account_tokens, audit, sessions, tokens, users
 from .account_tokens import RESET_PASSWORD, VERIFY_EMAIL
@@ -189,8 +190,17 @@ def export_user(store: Store, user: User) -> dict:
                             "expires_at": r.expires_at.isoformat(), "used": r.used_at is not None}
                            for r in grants],
     }
+    data["passkeys"] = [_passkey_view(p) for p in db.session.scalars(
+        select(WebAuthnCredential).where(WebAuthnCredential.user_id == user.id).order_by(WebAuthnCredential.created_at))]
     data["audit_events"] = [audit.describe_event(e) for e in audit.list_events(user.id, limit=10000)]
     return data
+
+
+def _passkey_view(p: WebAuthnCredential) -> dict:
+    # The public key and user handle are opaque to the user; what identifies the passkey is here.
+    return {"id": p.id, "name": p.name, "credential_id": p.credential_id, "aaguid": p.aaguid,
+            "backup_eligible": p.backup_eligible, "transports": p.transports, "created_at": p.created_at.isoformat(),
+            "last_used_at": p.last_used_at.isoformat() if p.last_used_at else None}
 
 
 def _session_view(session: dict) -> dict:

@@ -4,6 +4,8 @@ bad input to the JSON endpoints (always a clear 4xx, never a 500)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 
@@ -219,3 +221,12 @@ def test_ip_address_issuer_has_no_passkeys_but_the_page_works(ctx, client):
     assert page.status_code == 200 and "Passkeys are not available on this server" in page.get_data(as_text=True)
     answer = post_json(client, OPTIONS, {}, account_csrf(client))
     assert answer.status_code == 400 and answer.get_json()["error"] == "passkeys_unavailable"
+
+
+def test_the_data_export_lists_the_passkeys(pk_client, authenticator):
+    """GDPR Art. 15/20: /account/export says which passkeys the account has."""
+    signed_in_with_passkey(pk_client, authenticator, "Laptop")
+    [row] = _rows()
+    data = json.loads(pk_client.get("/account/export").get_data(as_text=True))
+    assert [(p["id"], p["name"], p["credential_id"]) for p in data["passkeys"]] == [
+        (row.id, "Laptop", row.credential_id)]
