@@ -22,6 +22,8 @@ class ExternalIdentity:
     # Scalar user attributes for the policy module (idp/policy), e.g. department.
     attributes: dict = field(default_factory=dict)
     groups: tuple[str, ...] = ()
+    # Roles the connection's map grants (policy module); synced at each login, see provisioning.
+    roles: tuple[str, ...] = ()
     acr: str | None = None        # e.g. the SAML AuthnContextClassRef
     session_index: str | None = None
     # What the protocol module needs to log this session out upstream (SAML: NameID, its format

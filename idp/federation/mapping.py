@@ -9,6 +9,10 @@ A connection's map (JSON or YAML file given to `idp saml add --attribute-map`):
       department: "urn:oid:2.5.4.11"
     groups: memberOf            # multi-valued
     subject: nameid             # or an attribute holding a persistent id (e.g. eduPersonUniqueId)
+    roles:                      # roles this connection grants (policy module), synced at each login
+      from: groups              # the mapped groups, or an upstream attribute name
+      map:                      # upstream value (case-insensitive) -> role name or list of names
+        "CN=Admins,OU=Groups,DC=corp,DC=example": admin
     email_verified: true        # whether the upstream email counts as verified (default true)
     defaults: true              # also try DEFAULT_CLAIMS (eduPerson, Microsoft, Okta names)
 
@@ -44,7 +48,8 @@ DEFAULT_CLAIMS: dict[str, list[str]] = {
 DEFAULT_GROUPS = ["groups", "memberOf", "isMemberOf", "urn:oid:1.3.6.1.4.1.5923.1.5.1.1",
                   "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups",
                   "http://schemas.microsoft.com/ws/2008/06/identity/claims/role"]
-KEYS = {"claims", "attributes", "groups", "subject", "email_verified", "defaults"}
+KEYS = {"claims", "attributes", "groups", "roles", "subject", "email_verified", "defaults"}
+ROLE_NAME = re.compile(r"^[A-Za-z0-9_.:\-]{1,100}$")  # idp/policy/admin.py NAME
 ATTRIBUTE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")
 MAX_VALUE = 1024
 
@@ -78,9 +83,39 @@ def check_map(raw) -> dict:
            "defaults": bool(raw.get("defaults", True))}
     if "groups" in raw:
         out["groups"] = _names(raw["groups"], "groups")
+    if "roles" in raw:
+        out["roles"] = _check_roles(raw["roles"])
     if not isinstance(out["subject"], str) or not out["subject"]:
         raise InvalidInput("attribute map: subject must be 'nameid' or an attribute name")
     return out
+
+
+def _check_roles(raw) -> dict:
+    if not isinstance(raw, dict) or set(raw) - {"from", "map"} or not isinstance(raw.get("map"), dict):
+        raise InvalidInput("attribute map: roles must be {from: groups or an attribute name, map: {value: role}}")
+    source = raw.get("from", "groups")
+    if not isinstance(source, str) or not source:
+        raise InvalidInput("attribute map: roles.from must be 'groups' or an attribute name")
+    out = {}
+    for value, roles in raw["map"].items():
+        roles = [roles] if isinstance(roles, str) else roles
+        if not isinstance(value, str) or not value or not isinstance(roles, list) or \
+                not all(isinstance(r, str) and ROLE_NAME.match(r) for r in roles):
+            raise InvalidInput(f"attribute map: roles.map[{str(value)[:80]!r}] must be a role name or a list of "
+                               "role names (letters, digits, _ . : -)")
+        out[value] = roles
+    return {"from": source, "map": out}
+
+
+def _roles(map_: dict, groups: tuple[str, ...], attributes: dict[str, list[str]]) -> tuple[str, ...]:
+    """The roles the connection's map grants for what the upstream sent."""
+    spec = map_.get("roles")
+    if not spec:
+        return ()
+    values = groups if spec["from"] == "groups" else attributes.get(spec["from"]) or ()
+    sent = {v.casefold() for v in values if isinstance(v, str)}  # LDAP/AD names are case-insensitive
+    return tuple(sorted({role for value, roles in spec["map"].items() if value.casefold() in sent
+                         for role in roles}))
 
 
 def load_map_file(path: str) -> dict:
@@ -128,5 +163,5 @@ def map_identity(map_: dict, *, provider: str, protocol: str, name_id: str | Non
                        if (v := _first(attributes, names)) is not None}
     return ExternalIdentity(provider=provider, protocol=protocol, subject=subject.strip()[:512],
                             email=email.lower() if email else None, email_verified=map_["email_verified"],
-                            claims=claims, attributes=user_attributes, groups=groups, acr=acr,
-                            session_index=session_index)
+                            claims=claims, attributes=user_attributes, groups=groups,
+                            roles=_roles(map_, groups, attributes), acr=acr, session_index=session_index)

@@ -50,6 +50,7 @@ def provision_user(connection, identity: ExternalIdentity) -> User:
         db.session.rollback()
         return provision_user(connection, identity)
     _set_attributes(user, identity)
+    _sync_roles(user, link, identity)
     return user
 
 
@@ -88,6 +89,22 @@ def _update_profile(user: User, identity: ExternalIdentity) -> None:
             profile[claim] = value
     if profile != (user.profile or {}):
         user.profile = profile
+
+
+def _sync_roles(user: User, link: FederatedIdentity, identity: ExternalIdentity) -> None:
+    """Roles the connection's map grants follow the IdP at each login: added when the upstream
+    sends the matching group, removed when it stops; roles assigned otherwise are untouched."""
+    before = set(link.granted_roles or ())
+    if not identity.roles and not before:
+        return
+    from ..policy import admin
+
+    granted = admin.sync_granted_roles(user, set(identity.roles), before)
+    if unknown := set(identity.roles) - granted - {r.name for r in user.roles}:
+        logger.warning("saml role mapping names unknown roles", extra={"fields": {"roles": sorted(unknown)[:10]}})
+    if granted != before:
+        link.granted_roles = sorted(granted)
+        db.session.commit()
 
 
 def _set_attributes(user: User, identity: ExternalIdentity) -> None:

@@ -156,6 +156,26 @@ def unassign_role(user: User, name: str) -> None:
     _commit()
 
 
+def sync_granted_roles(user: User, wanted: set[str], granted: set[str]) -> set[str]:
+    """For a source that grants roles (an upstream IdP's map): give the user every existing role
+    in `wanted`, and remove those in `granted` (what this source gave earlier) that are no longer
+    wanted. Roles the user held otherwise are left alone. One transaction; returns what the
+    source has granted now (to keep for next time). Unknown role names are skipped."""
+    rows = {r.name: r for r in db.session.scalars(select(Role).where(Role.name.in_(wanted | granted)))}
+    held = {name for name, role in rows.items() if db.session.get(UserRole, (user.id, role.id)) is not None}
+    now_granted = {name for name in wanted if name in rows and (name in granted or name not in held)}
+    changed = False
+    for name in now_granted - held:
+        db.session.add(UserRole(user_id=user.id, role_id=rows[name].id))
+        changed = True
+    for name in (granted - wanted) & held:
+        db.session.delete(db.session.get(UserRole, (user.id, rows[name].id)))
+        changed = True
+    if changed:
+        _commit()
+    return now_granted
+
+
 def create_group(name: str) -> Group:
     check_name("group", name)
     if db.session.scalar(select(Group.id).where(Group.name == name)):

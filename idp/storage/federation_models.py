@@ -63,5 +63,8 @@ class FederatedIdentity(db.Model):
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(AwareDateTime(), default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(AwareDateTime())
+    # Role names this link granted (attribute map `roles`): only these are removed when the
+    # upstream stops sending the matching group; roles assigned otherwise are left alone.
+    granted_roles: Mapped[list] = mapped_column(JSON, default=list, server_default="[]")
 
     __table_args__ = (UniqueConstraint("connection_id", "subject", name="uq_federated_identities_subject"),)

@@ -19,9 +19,13 @@ def upgrade():
     with op.batch_alter_table('saml_connections', schema=None) as batch_op:
         batch_op.add_column(sa.Column('require_mfa', sa.Boolean(), server_default=sa.false(), nullable=False))
         batch_op.add_column(sa.Column('clock_skew_ttl', sa.Integer(), nullable=True))
+    with op.batch_alter_table('federated_identities', schema=None) as batch_op:
+        batch_op.add_column(sa.Column('granted_roles', sa.JSON(), server_default='[]', nullable=False))
 
 
 def downgrade():
+    with op.batch_alter_table('federated_identities', schema=None) as batch_op:
+        batch_op.drop_column('granted_roles')
     with op.batch_alter_table('saml_connections', schema=None) as batch_op:
         batch_op.drop_column('clock_skew_ttl')
         batch_op.drop_column('require_mfa')
