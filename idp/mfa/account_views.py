@@ -80,9 +80,9 @@ def enrol_totp():
     if refused is not None:
         return refused
     store, key = _idp().store, kek()
-    error, status = None, 200
+    error, status, label = None, 200, "Authenticator app"
     if request.method == "POST":
-        label = " ".join(request.form.get("label", "").split())[:100] or "Authenticator app"
+        label = " ".join(request.form.get("label", "").split())[:100] or label
         factor = totp.finish_enrolment(key, store, session["sid"], user.id, request.form.get("code"), label)
         if factor is not None:
             first = enrolled_count(user) == 1 and recovery.remaining(user.id) == 0
@@ -94,7 +94,7 @@ def enrol_totp():
     secret = totp.enrolment_secret(key, store, session["sid"]) if request.method == "POST" else None
     secret = secret or totp.start_enrolment(key, store, session["sid"])
     uri = totp.provisioning_uri(secret, user.email, _issuer_name())
-    return _page("mfa/enrol_totp.html", status, qr=totp.qr_svg(uri), secret=secret, uri=uri, error=error,
+    return _page("mfa/enrol_totp.html", status, qr=totp.qr_svg(uri), secret=secret, label=label, error=error,
                  csrf_token=csrf_token("mfa-account", session["sid"]))
 
 
