@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import logging
 import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -50,6 +51,8 @@ from ..errors import Conflict, IdpError, InvalidInput, NotFound
 from ..storage.models import User, db, utcnow
 from ..storage.passkey_models import WebAuthnCredential
 from ..storage.store import Store
+
+logger = logging.getLogger("idp.passkeys")
 
 CHALLENGE_TTL = 300  # seconds: the ceremony's timeout (below) plus time to send the answer
 TIMEOUT_MS = 120_000  # §5.4 timeout hint for the browser
@@ -191,6 +194,8 @@ def finish_registration(store: Store, rp: RelyingParty, user: User, binding: str
             credential=credential, expected_challenge=_unb64(state["challenge"]), expected_rp_id=rp.rp_id,
             expected_origin=rp.origin)
     except (webauthn_errors.WebAuthnException, ValueError, TypeError, KeyError) as exc:
+        # The library's reason (origin, rp id, flags ...) is for the operator, not the page.
+        logger.info("passkey registration refused for user %s: %s", user.id, exc)
         raise PasskeyRejected("The passkey could not be verified.") from exc
     transports = credential.get("response", {}).get("transports")
     row = WebAuthnCredential(
@@ -262,6 +267,7 @@ def finish_authentication(store: Store, rp: RelyingParty, binding: str, credenti
             expected_origin=rp.origin, credential_public_key=row.public_key,
             credential_current_sign_count=row.sign_count, require_user_verification=user is None)
     except (webauthn_errors.WebAuthnException, ValueError, TypeError, KeyError) as exc:
+        logger.info("passkey assertion refused for passkey %s: %s", row.id, exc)
         raise PasskeyRejected("The passkey could not be verified.") from exc
     _record_use(row, verified.new_sign_count, verified.credential_backed_up)
     return Assertion(credential=row, user_verified=verified.user_verified)

@@ -1,6 +1,7 @@
 """One passkey assertion posted 8 times at once to gunicorn (2 workers, issuer
 http://localhost:PORT): its challenge is taken from the store by one atomic get-and-delete, so
-exactly one sign-in succeeds and the 7 replays are refused (W3C WebAuthn §13.4.3)."""
+exactly one sign-in succeeds and the 7 replays are refused: 401, or 400 once the winner has
+finished the interaction (W3C WebAuthn §13.4.3)."""
 
 from __future__ import annotations
 
@@ -50,4 +51,6 @@ def test_one_assertion_signs_in_once_under_concurrent_replays(app, localhost_ser
                              timeout=30)
 
     statuses = race([post] * 8)
-    assert sorted(statuses) == [302] + [401] * 7, statuses
+    # The losers are refused: 401 (the challenge was already taken), or 400 when the winner
+    # had already finished the interaction (it ends once the code is issued).
+    assert sorted(statuses)[0] == 302 and set(sorted(statuses)[1:]) <= {400, 401}, statuses

@@ -204,3 +204,13 @@ def test_finish_follows_consent(pk_client, authenticator):
     response, _ = _passwordless(browser, authenticator, _login_page(browser, params))
     assert response.headers["Location"].startswith("/consent")
     assert finish(browser, response).status_code == 302
+
+
+def test_a_disabled_account_cannot_sign_in_with_its_passkey(pk_client, authenticator):
+    from idp.services.users import disable_user, find_user
+
+    client_id, _, browser = _enrolled(pk_client, authenticator)
+    disable_user(find_user("alice@example.com"))
+    params, _ = auth_params(client_id)
+    response, _ = _passwordless(browser, authenticator, _login_page(browser, params))
+    assert response.status_code == 401 and "cannot sign in" in response.get_data(as_text=True)
