@@ -11,13 +11,14 @@ import re
 
 from sqlalchemy import select
 
+from idp.services.users import disable_user, find_user
 from idp.storage.models import db
 from idp.storage.passkey_models import WebAuthnCredential
 from idp.storage.security_models import AuthEvent
-from tests.factories import form_fields, make_client
+from tests.factories import form_fields, make_client, make_user
 from tests.mfa import passkey_helpers as helpers
 from tests.mfa.helpers import auth_params, finish, id_token_claims, password_step
-from tests.mfa.passkey_helpers import ISSUER, post_json, signed_in_with_passkey
+from tests.mfa.passkey_helpers import ISSUER, post_json, register, signed_in_with_passkey
 from tests.mfa.softauthn import SoftAuthenticator
 
 # Fixtures (pytest finds them by name in this module).
@@ -207,10 +208,29 @@ def test_finish_follows_consent(pk_client, authenticator):
 
 
 def test_a_disabled_account_cannot_sign_in_with_its_passkey(pk_client, authenticator):
-    from idp.services.users import disable_user, find_user
-
     client_id, _, browser = _enrolled(pk_client, authenticator)
     disable_user(find_user("alice@example.com"))
     params, _ = auth_params(client_id)
     response, _ = _passwordless(browser, authenticator, _login_page(browser, params))
     assert response.status_code == 401 and "cannot sign in" in response.get_data(as_text=True)
+
+
+def test_step_up_with_acr_values_uses_the_passkey(pk_client, authenticator):
+    """acr_values=urn:idp:acr:mfa in a password-only session: the passkey as second factor
+    upgrades the same session (same sid); the ID token says pwd + hwk + mfa."""
+    make_user()
+    client_id, secret = make_client()
+    params, verifier = auth_params(client_id)
+    first = id_token_claims(pk_client, client_id, secret, password_step(pk_client, params), verifier)
+    assert first["amr"] == ["pwd"]
+    assert register(pk_client, authenticator, "Key").status_code == 200  # from the account page
+    params, verifier = auth_params(client_id, acr_values="urn:idp:acr:mfa")
+    response = pk_client.get("/authorize", query_string=params)
+    assert response.headers["Location"].startswith("/login/mfa/step-up?")
+    assert pk_client.get(response.headers["Location"]).headers["Location"] == "/login/mfa"
+    fields = form_fields(pk_client.get(SECOND).get_data(as_text=True))
+    options = post_json(pk_client, SECOND + "/options", {}, fields["csrf_token"]).get_json()
+    response = pk_client.post(SECOND, data={**fields, "credential": json.dumps(authenticator.get(options))})
+    stepped = id_token_claims(pk_client, client_id, secret, response, verifier)
+    assert stepped["amr"] == ["pwd", "hwk", "mfa"] and stepped["acr"] == "urn:idp:acr:mfa"
+    assert stepped["sid"] == first["sid"]
