@@ -9,14 +9,16 @@
     slo.py          python3-saml: single logout messages (LogoutRequest/LogoutResponse, both ways)
     slo_views.py    /saml/NAME/slo; upstream_sessions.py: which sessions came from which IdP login
     routing.py      email domain -> connection (login page); clock.py: clock skew on timestamps
+    metadata_refresh.py  IdP metadata from its URL, refreshed in the background by one node
 """
 
 
 def init_app(app) -> None:
-    from . import slo_views  # noqa: F401  (its route joins the blueprint)
+    from . import metadata_refresh, slo_views  # noqa: F401  (slo_views: its route joins the blueprint)
     from .views import bp
 
     app.register_blueprint(bp)
+    app.before_request(lambda: metadata_refresh.ensure_refresher(app))
 
     @app.context_processor
     def saml_links():

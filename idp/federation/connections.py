@@ -7,8 +7,8 @@ SP key life cycle per connection (the same idea as services/keys.py, for XML sig
     "previous" --remove-previous-keys--> deleted (once the IdP has the new certificate)
 
 IdP metadata: parsed once on `add` (nothing stored if it does not parse); with a URL it is
-fetched again on demand (`refresh-metadata`) or when a login finds it older than
-METADATA_REFRESH_TTL. A failed fetch or parse keeps the last good copy and records the error.
+fetched again on demand (`refresh-metadata`) and in the background (metadata_refresh.py).
+A failed fetch or parse keeps the last good copy and records the error.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ logger = logging.getLogger("idp.federation")
 NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 PROVISIONING = ("jit", "link-by-email", "existing-only")
 CURRENT, PREVIOUS = "current", "previous"
-METADATA_REFRESH_TTL = 24 * 3600
 METADATA_MAX_BYTES = 2 * 1024 * 1024
 FETCH_TIMEOUT = 10
 CERT_DAYS = 5 * 365
@@ -115,17 +114,6 @@ def refresh_metadata(conn: SamlConnection) -> bool:
     conn.idp_metadata_xml, conn.idp_entity_id = xml, idp["entityId"]
     db.session.commit()
     return changed
-
-
-def refresh_if_stale(conn: SamlConnection, now: datetime | None = None) -> None:
-    """The periodic check, done on use: never fails the login (the last good copy serves)."""
-    now = now or utcnow()
-    if conn.metadata_url and (conn.metadata_checked_at is None
-                              or now - conn.metadata_checked_at > timedelta(seconds=METADATA_REFRESH_TTL)):
-        try:
-            refresh_metadata(conn)
-        except InvalidInput:
-            pass
 
 
 # --- SP keys ----------------------------------------------------------------------------------

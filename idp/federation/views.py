@@ -92,7 +92,6 @@ def login(name: str):
             or not idp.store.get_json("interaction:" + interaction_id)):
         return authorize.error_page("interaction_expired", "This sign-in request has expired or was opened in "
                                     "another browser. Go back to the application and start again.")
-    connections.refresh_if_stale(conn)
     relay = secrets.token_urlsafe(32)
     url, request_id = saml.authn_request_url(conn, idp.settings.issuer, _kek(), relay)
     idp.store.set_json(_hashed("saml:relay:", relay),

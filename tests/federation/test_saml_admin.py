@@ -113,10 +113,12 @@ def test_key_rotation_keeps_previous_certificate_in_metadata(app, client, metada
 class MetadataServer:
     def __init__(self, body: str):
         self.body = body
+        self.hits = 0
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
+                outer.hits += 1
                 data = outer.body.encode()
                 self.send_response(200 if outer.body else 500)
                 self.send_header("Content-Length", str(len(data)))
