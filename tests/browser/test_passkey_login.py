@@ -153,3 +153,35 @@ def test_passkey_register_second_factor_passwordless_rename_remove(app, localhos
     page.get_by_text("The passkey was removed.").wait_for()
     page.get_by_text("No passkeys yet.").wait_for()
     page.shot("removed")
+
+
+def test_synced_passkey_is_swk_and_signs_in_to_the_account_page(app, localhost_server, page):
+    """A backup-eligible credential (a synced passkey) is "swk" (RFC 8176): passwordless on the
+    account sign-in page, then at a client."""
+    server = localhost_server
+    with app.app_context():
+        make_user("sam@example.com", password=PASSWORD, name="Sam Synced")
+        client_id, secret = make_client(skip_consent=True)
+    page.goto(server.url + "/account/login")
+    page.get_by_label("Email").fill("sam@example.com")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in", exact=True).click()
+    _virtual_authenticator(page, defaultBackupEligibility=True, defaultBackupState=True)
+    page.get_by_role("button", name="Add a passkey").click()
+    page.get_by_role("heading", name="Your recovery codes").wait_for()
+    page.goto(server.url + "/account")
+    page.get_by_text("synced passkey").wait_for()
+    _sign_out(page, server)
+
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    page.get_by_role("heading", name="Your account").wait_for()
+    page.get_by_text("Passkey 1").wait_for()
+    page.shot("account-passwordless")
+    _sign_out(page, server)
+
+    url, _, verifier = _authorize(server, client_id)
+    _goto(page, url)
+    with _callback(page) as callback:
+        page.get_by_role("button", name="Sign in with a passkey").click()
+    claims = _id_token_claims(page, server, client_id, secret, callback.value.url, verifier)
+    assert claims["amr"] == ["swk", "mfa"] and claims["acr"] == "urn:idp:acr:mfa"
