@@ -51,7 +51,9 @@ from . import methods, trusted
 from .policy import MFA_ACR, MfaSituation, mfa_required, requested_acr
 
 PENDING_COOKIE = "idp_mfa"
-MAX_ATTEMPTS = 5
+MAX_ATTEMPTS = 5          # per pending login: then it is cancelled
+USER_MAX_ATTEMPTS = 20    # per user over USER_WINDOW_TTL, all pending logins together
+USER_WINDOW_TTL = 900
 
 
 def _idp():
@@ -157,10 +159,18 @@ def load_pending() -> tuple[str | None, dict | None]:
 def consume_attempt(pending_id: str) -> int:
     """Count one attempt (atomic `incr`: of concurrent attempts exactly MAX_ATTEMPTS get
     through). Returns the attempts left after this one, or -1 when the challenge is locked;
-    then the pending login is cancelled and the user must sign in again."""
+    then the pending login is cancelled and the user must sign in again.
+
+    Per user too: at most USER_MAX_ATTEMPTS attempts per USER_WINDOW_TTL over all pending
+    logins, so that someone who knows the password cannot get 5 new guesses by signing in
+    again and again. This slows down only the second factor of that user, for a while."""
     idp = _idp()
+    pending = idp.store.get_json(_key(pending_id))
+    if pending is None:
+        return -1
     count = idp.store.incr("mfa-attempts:" + _key(pending_id), idp.settings.mfa_pending_ttl)
-    if count > MAX_ATTEMPTS:
+    user_count = idp.store.incr("mfa-user-attempts:" + pending["user_id"], USER_WINDOW_TTL)
+    if count > MAX_ATTEMPTS or user_count > USER_MAX_ATTEMPTS:
         cancel(pending_id)
         return -1
     return MAX_ATTEMPTS - count
@@ -190,6 +200,8 @@ def second_factor_passed(pending_id: str, pending: dict, *, amr: list[str], trus
     user = db.session.get(User, pending["user_id"]) if taken else None
     if user is None or not user.active:
         return expired_page()
+    # A success gives its attempt back: only wrong codes add up toward USER_MAX_ATTEMPTS.
+    idp.store.incr("mfa-user-attempts:" + user.id, USER_WINDOW_TTL, amount=-1)
     merged = list(dict.fromkeys([*pending["amr"], *amr, "mfa"]))
     audit.record_event("mfa", "success", user_id=user.id, reason=",".join(amr)[:64], ip=request.remote_addr,
                        user_agent=request.user_agent.string or None)

@@ -74,7 +74,8 @@ def _page(template: str, pending: dict, status: int = 200, **context):
 
 def _locked():
     return error_page("mfa_locked", "Too many wrong codes. For your security this sign-in was stopped: "
-                      "go back to the application and sign in again.", 429)
+                      "go back to the application and sign in again (after several stopped sign-ins, "
+                      "wait 15 minutes).", 429)
 
 
 @bp.get("/login/mfa/step-up")

@@ -139,3 +139,23 @@ def test_step_up_page_without_session_or_interaction_is_400(app, client):
     page = client.get("/account/mfa/totp")
     assert page.status_code == 302  # the account side needs a session
     assert form_fields  # (imported for the helpers above)
+
+
+def test_signing_in_again_and_again_does_not_give_unlimited_guesses(app, client):
+    """5 wrong codes per pending login, and 20 per user within 15 minutes over all of them:
+    knowing the password does not turn into unlimited second-factor guesses."""
+    from idp.mfa.flow import USER_MAX_ATTEMPTS
+
+    secret = _pending(app, client)
+    wrong = "000000" if code_at(secret) not in ("000000",) and code_at(secret, -1) != "000000" else "111111"
+    with app.app_context():
+        client_id, _ = make_client(name="Second")
+    statuses = []
+    for _ in range(USER_MAX_ATTEMPTS // 5):
+        for _ in range(5):
+            statuses.append(submit_code(client, "/login/mfa/totp", wrong).status_code)
+        password_step(client, auth_params(client_id)[0])
+    assert statuses.count(401) == USER_MAX_ATTEMPTS - USER_MAX_ATTEMPTS // 5
+    # The user's budget is spent: even the right code is refused for now, and the pending login ends.
+    assert submit_code(client, "/login/mfa/totp", code_at(secret)).status_code == 429
+    assert client.get("/login/mfa").status_code == 400
