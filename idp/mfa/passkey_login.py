@@ -5,7 +5,7 @@
                    --form POST /login/passkey--> flow.first_factor_passed(amr [hwk|swk, mfa])
     second factor  MFA choice page --GET /login/passkey/second-factor--> options for the pending
                    user's passkeys --form POST--> flow.second_factor_passed(amr [hwk|swk]);
-                   a failed assertion counts toward the pending login's attempt limit
+                   each assertion is one of the pending login's attempts (counted before the check)
 
 Routes live on the passkeys blueprint (idp/mfa/passkey_views.py). A passkey without user
 verification is refused passwordless: possession alone is one factor, and the email+password
@@ -131,19 +131,28 @@ def second_factor():
     if request.method == "POST":
         if not check_csrf("mfa-passkey", pending_id, request.form.get("csrf_token")):
             return error_page("invalid_request", "The form expired. Go back and try again.")
+        # Counted before the check, like the codes (idp/mfa/views.py): exact under concurrency.
+        left = flow.consume_attempt(pending_id)
+        if left < 0:
+            return _locked()
         try:
             assertion = passkeys.finish_authentication(_store(), rp, "second:" + pending_id,
                                                        passkeys.parse_credential(request.form.get("credential")),
                                                        user=user)
         except (passkeys.PasskeyRejected, InvalidInput) as exc:
             audit.record_event("mfa", "failure", user_id=user.id, reason="passkey", **_client_info())
-            if flow.record_failure(pending_id) <= 0:
-                return error_page("access_denied", "Too many failed attempts. Go back to the application and "
-                                  "sign in again.", 401)
-            error, status = str(exc), 401
+            if left == 0:
+                flow.cancel(pending_id)
+                return _locked()
+            error, status = f"{exc} {left} attempt{'s' if left > 1 else ''} left.", 401
         else:
             return flow.second_factor_passed(pending_id, pending, amr=assertion.amr[:1])
     return _second_factor_page(pending, pending_id, error, status)
+
+
+def _locked():
+    return error_page("mfa_locked", "Too many failed attempts. For your security this sign-in was stopped: "
+                      "go back to the application and sign in again.", 429)
 
 
 def _second_factor_page(pending: dict, pending_id: str, error: str | None, status: int):

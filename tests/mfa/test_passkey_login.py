@@ -176,8 +176,8 @@ def test_failed_second_factor_assertions_lock_the_pending_login(pk_client, authe
         options = post_json(browser, SECOND + "/options", {}, fields["csrf_token"]).get_json()
         wrong = stranger.get(options, credential_id=next(iter(stranger.keys)))
         answers.append(browser.post(SECOND, data={**fields, "credential": json.dumps(wrong)}))
-    assert [a.status_code for a in answers] == [401] * 5
-    assert "not registered for this account" in answers[3].get_data(as_text=True)
+    assert [a.status_code for a in answers] == [401] * 4 + [429]
+    assert "not registered for this account. 1 attempt left." in answers[3].get_data(as_text=True)
     assert "Too many failed attempts" in answers[4].get_data(as_text=True)
     assert browser.get(SECOND).status_code == 400  # the pending login is gone
     assert post_json(browser, SECOND + "/options", {}, fields["csrf_token"]).status_code == 400
