@@ -167,3 +167,21 @@ def test_a_trust_cookie_of_another_user_or_forged_is_ignored(app):
         assert not trusted.is_trusted("another key", value, alice.id, 3600)
         assert not trusted.is_trusted(secret_key, value + "x", alice.id, 3600)
         assert not trusted.is_trusted(secret_key, "x" * 5000, alice.id, 3600)
+
+
+def test_password_change_reset_and_admin_disable_forget_trusted_browsers(app):
+    """They all end every session through services/sessions.end_all_sessions (password change
+    and reset: accounts.revoke_everything; `idp users disable`: the same call), which also
+    revokes the user's trusted browsers."""
+    from idp.services import sessions
+    from idp.services.accounts import revoke_everything
+
+    with app.app_context():
+        user = make_user()
+        idp = app.extensions["idp"]
+        for revoke in (lambda: revoke_everything(idp.settings, idp.store, user.id),
+                       lambda: sessions.end_all_sessions(idp.store, user.id)):
+            trusted.create_trust(app.config["SECRET_KEY"], user.id, 3600, None)
+            assert len(trusted.list_trusted(user.id)) == 1
+            revoke()
+            assert trusted.list_trusted(user.id) == []
