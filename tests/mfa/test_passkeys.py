@@ -230,3 +230,15 @@ def test_the_data_export_lists_the_passkeys(pk_client, authenticator):
     data = json.loads(pk_client.get("/account/export").get_data(as_text=True))
     assert [(p["id"], p["name"], p["credential_id"]) for p in data["passkeys"]] == [
         (row.id, "Laptop", row.credential_id)]
+
+
+def test_password_re_entry_for_the_last_factor_is_rate_limited(pk_client, authenticator):
+    signed_in_with_passkey(pk_client, authenticator)
+    [row] = _rows()
+    csrf = account_csrf(pk_client)
+    statuses = [pk_client.post(f"/account/passkeys/{row.id}/remove", data={"csrf_token": csrf, "password": "no"})
+                .status_code for _ in range(6)]
+    assert statuses == [401] * 5 + [429]
+    locked = pk_client.post(f"/account/passkeys/{row.id}/remove",
+                            data={"csrf_token": csrf, "password": "correct horse battery staple"})
+    assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0 and len(_rows()) == 1
