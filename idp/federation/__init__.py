@@ -19,6 +19,10 @@ def init_app(app) -> None:
 
     app.register_blueprint(bp)
     app.before_request(lambda: metadata_refresh.ensure_refresher(app))
+    from ..mfa import flow
+    from .upstream_sessions import session_started
+
+    flow.on_session_started(session_started)
 
     @app.context_processor
     def saml_links():

@@ -40,6 +40,21 @@ def record(store: Store, session: dict, connection, upstream: dict) -> None:
         store.set_json(key, index, max(ttl, store.ttl(key) or 0))
 
 
+def session_started(session: dict, then: dict) -> None:
+    """idp/mfa/flow.py establish() listener: a session started by a SAML login (then["saml"],
+    put there by the ACS) is recorded, whether or not a second factor came between."""
+    saml = then.get("saml") or {}
+    if not (saml.get("upstream") or {}).get("name_id"):
+        return
+    from flask import current_app
+
+    from ..storage.federation_models import SamlConnection
+    from ..storage.models import db
+
+    if (conn := db.session.get(SamlConnection, saml["connection"])) is not None:
+        record(current_app.extensions["idp"].store, session, conn, saml["upstream"])
+
+
 def load(store: Store, sid: str | None) -> dict | None:
     return store.get_json(SESSION + sid) if sid else None
 

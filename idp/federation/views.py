@@ -21,12 +21,11 @@ import secrets
 
 from flask import Blueprint, current_app, make_response, redirect, render_template, request, url_for
 
-from ..interaction.web import INTERACTION_COOKIE, SESSION_COOKIE, get_cookie, set_cookie
+from ..interaction.web import INTERACTION_COOKIE, get_cookie
+from ..mfa import flow
 from ..protocol import authorize
-from ..services import sessions
 from ..settings import decode_kek
 from ..storage.models import User, db
-from . import upstream_sessions
 from .provisioning import ProvisioningRefused, provision_user
 
 
@@ -128,14 +127,15 @@ def acs(name: str):
         return refused(conn, saml.SamlRefused("account_refused", str(exc)), message=str(exc), status=403)
     _audit("saml_login", "success", conn=conn, user_id=user.id)
     acr = identity.acr or DEFAULT_ACR
+    upstream = {"connection": conn.id, "upstream": identity.upstream_session}
     if pending is None:  # IdP-initiated (allowed for this connection): a session, no application
-        response = make_response(render_template("saml/signed_in.html", connection=conn.name, email=user.email))
-        _start_session(response, user, acr, conn, identity.upstream_session)
-        return response
+        return flow.first_factor_passed(user, amr=["ext"], acr=acr, then={"endpoint": "account.account",
+                                                                          "saml": upstream},
+                                        require_mfa=conn.require_mfa)
     ticket = secrets.token_urlsafe(32)
     idp.store.set_json(_hashed("saml:ticket:", ticket),
-                       {"user_id": user.id, "acr": acr, "interaction": pending["interaction"],
-                        "connection": conn.id, "upstream": identity.upstream_session}, TICKET_TTL)
+                       {"user_id": user.id, "acr": acr, "interaction": pending["interaction"], "saml": upstream,
+                        "require_mfa": conn.require_mfa}, TICKET_TTL)
     return redirect(url_for("saml.continue_login", ticket=ticket), code=303)
 
 
@@ -152,37 +152,12 @@ def continue_login():
     if interaction is None or user is None or not user.active:
         return authorize.error_page("interaction_expired", "This sign-in request has expired or was opened in "
                                     "another browser. Go back to the application and start again.")
-    interaction_id = record["interaction"]
-    # As a password login does (interaction/login.py): a new session key, the old session ends.
-    sessions.end_session(idp.store, get_cookie(SESSION_COOKIE))
-    cookie_value, session = sessions.create_session(idp.store, user.id, amr=["ext"], acr=record["acr"],
-                                                    idle_ttl=idp.settings.session_idle_ttl,
-                                                    absolute_ttl=idp.settings.session_ttl)
-    _record_upstream(session, record["connection"], record.get("upstream"))
-    interaction["logged_in"] = True
-    idp.store.set_json("interaction:" + interaction_id, interaction, idp.settings.interaction_ttl)
-    response = authorize.resume(interaction_id, interaction, session_override=(cookie_value, session))
-    set_cookie(response, SESSION_COOKIE, cookie_value, idp.settings.session_ttl)
-    return response
-
-
-def _start_session(response, user: User, acr: str, conn, upstream: dict) -> None:
-    idp = _idp()
-    sessions.end_session(idp.store, get_cookie(SESSION_COOKIE))
-    cookie_value, session = sessions.create_session(idp.store, user.id, amr=["ext"], acr=acr,
-                                                    idle_ttl=idp.settings.session_idle_ttl,
-                                                    absolute_ttl=idp.settings.session_ttl)
-    upstream_sessions.record(idp.store, session, conn, upstream)
-    set_cookie(response, SESSION_COOKIE, cookie_value, idp.settings.session_ttl)
-
-
-def _record_upstream(session: dict, connection_id: int | None, upstream: dict | None) -> None:
-    """Single logout needs to know this session came from that IdP login (upstream_sessions.py)."""
-    from ..storage.federation_models import SamlConnection
-
-    conn = db.session.get(SamlConnection, connection_id) if connection_id else None
-    if conn is not None and upstream:
-        upstream_sessions.record(_idp().store, session, conn, upstream)
+    # As after a password: the session starts now, or after the second factor when MFA applies
+    # (the connection's --require-mfa, the user's factors, the client, roles: idp/mfa/flow.py).
+    # then["saml"] lets single logout find the session later (upstream_sessions.session_started).
+    return flow.first_factor_passed(user, amr=["ext"], acr=record["acr"],
+                                    then={"interaction": record["interaction"], "saml": record["saml"]},
+                                    require_mfa=record.get("require_mfa", False))
 
 
 REASONS = {

@@ -222,6 +222,17 @@ def second_factor_passed(pending_id: str, pending: dict, *, amr: list[str], trus
     return response
 
 
+# Called as listener(session, then) when establish() starts a session: a first factor keeps
+# what it needs beside the session (SAML single logout: idp/federation/upstream_sessions.py,
+# which reads then["saml"]).
+SESSION_STARTED: list = []
+
+
+def on_session_started(listener) -> None:
+    if listener not in SESSION_STARTED:
+        SESSION_STARTED.append(listener)
+
+
 def establish(user: User, *, amr: list[str], acr: str | None, then: dict):
     """A new SSO session (new key, no fixation; this browser's previous session ends), then
     continue to `then`."""
@@ -232,6 +243,8 @@ def establish(user: User, *, amr: list[str], acr: str | None, then: dict):
     cookie, session = sessions.create_session(idp.store, user.id, amr=amr, acr=acr, idle_ttl=settings.session_idle_ttl,
                                               absolute_ttl=settings.session_ttl, ip=request.remote_addr,
                                               user_agent=request.user_agent.string or None)
+    for listener in SESSION_STARTED:
+        listener(session, then)
     response = _continue(then, (cookie, session))
     web.set_cookie(response, web.SESSION_COOKIE, cookie, settings.session_ttl)
     return response
