@@ -20,14 +20,28 @@ REDIRECT_URI = "https://rp.saml-browser.test/callback"
 
 
 class IdPServer:
-    """Serves the test IdP's SSO page: parse the AuthnRequest, show a button that POSTs the Response."""
+    """Serves the test IdP's SSO page (parse the AuthnRequest, show a button that POSTs the
+    Response) and its SLO service (answers our LogoutRequest with a redirect)."""
 
-    def __init__(self, idp: TestIdP, port: int):
+    def __init__(self, idp: TestIdP, port: int, sp_slo: str = ""):
         outer = self
-        self.idp = idp
+        self.idp, self.sp_slo = idp, sp_slo
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self):
+                if self.path.startswith("/bye"):  # plays the application's post-logout page
+                    self.send_response(200)
+                    self.send_header("Content-Length", "7")
+                    self.end_headers()
+                    self.wfile.write(b"RP page")
+                    return
+                if self.path.startswith("/sso/slo"):  # single logout: answer our LogoutRequest at once
+                    request, relay = outer.idp.parse_logout_request(self.path)
+                    back = outer.idp.logout_response_url(request, relay, outer.sp_slo)
+                    self.send_response(302)
+                    self.send_header("Location", back)
+                    self.end_headers()
+                    return
                 request, relay = outer.idp.parse_request(self.path)
                 xml = outer.idp.response_xml(request, email="ines@corp.example.test", identity={
                     "mail": ["ines@corp.example.test"], "displayName": ["Ines Browser"]})
@@ -85,5 +99,52 @@ def test_saml_round_trip_in_the_browser(app, live_server, page, tmp_path):
         page.shot("back-at-the-application")
         q = {k: v[0] for k, v in parse_qs(urlsplit(page.url).query).items()}
         assert q["state"] == "s-123" and q["code"] and q["iss"] == live_server.url
+    finally:
+        server.httpd.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_email_domain_routing_and_single_logout_in_the_browser(app, live_server, page, tmp_path):
+    """An email of a routed domain goes to the IdP without a password page (the Refresh after
+    the form POST is not blocked by CSP form-action); the RP-initiated logout then passes
+    through the IdP's single logout and back to the application."""
+    from idp.federation import connections
+    from idp.services.clients import ClientSpec, create_client
+    from idp.settings import decode_kek
+
+    port = free_port()
+    idp = TestIdP(tmp_path / "idp", make_key_pair("idp.example.test"), sso_url=f"http://127.0.0.1:{port}/sso")
+    with app.app_context():
+        kek = decode_kek(app.extensions["idp"].settings.key_encryption_key)
+        connections.create_connection(kek, name="testidp", metadata_xml=idp.metadata(),
+                                      email_domains=["corp.example.test"])
+        client, _ = create_client(ClientSpec(name="Browser RP", redirect_uris=[REDIRECT_URI],
+                                             post_logout_redirect_uris=[f"http://127.0.0.1:{port}/bye"],
+                                             grant_types=["authorization_code"], scope="openid email profile"))
+        client_id = client.client_id
+    idp.trust_sp(requests.get(live_server.url + "/saml/testidp/metadata", timeout=10).text)
+    server = IdPServer(idp, port, sp_slo=live_server.url + "/saml/testidp/slo")
+    page.route("https://rp.saml-browser.test/**", lambda route: route.fulfill(body="RP page", status=200))
+    try:
+        _, challenge = pkce_pair()
+        page.goto(live_server.url + "/authorize?" + urlencode({
+            "response_type": "code", "client_id": client_id, "redirect_uri": REDIRECT_URI, "scope": "openid email",
+            "state": "s-1", "nonce": "n-1", "code_challenge": challenge, "code_challenge_method": "S256"}))
+        page.get_by_label("Email").fill("ines@Corp.Example.Test")
+        page.shot("login-page-email-only")
+        page.get_by_role("button", name="Sign in").click()
+        page.get_by_role("button", name="Continue to the service").wait_for()
+        page.shot("routed-to-the-idp")
+        page.get_by_role("button", name="Continue to the service").click()
+        page.get_by_role("button", name="Allow").click()
+        page.wait_for_url(REDIRECT_URI + "**")
+        page.goto(live_server.url + "/logout?" + urlencode({
+            "client_id": client_id, "post_logout_redirect_uri": f"http://127.0.0.1:{port}/bye", "state": "bye-1"}))
+        page.shot("logout-confirmation")
+        page.get_by_role("button", name="Sign out").click()
+        page.wait_for_url(f"http://127.0.0.1:{port}/bye**")
+        page.shot("back-at-the-application-signed-out")
+        assert parse_qs(urlsplit(page.url).query) == {"state": ["bye-1"]}
+        assert not [c for c in page.context.cookies() if c["name"] == "idp_session"]
     finally:
         server.httpd.shutdown()
