@@ -86,7 +86,7 @@ def saml_add(name, metadata_file, metadata_url, attribute_map, provisioning, sig
     data = connections.describe(conn, _issuer())
     _emit(as_json, data, f"added SAML connection {name}\n"
           f"give the IdP: SP metadata {data['sp_metadata_url']}\n  entity ID {data['sp_entity_id']}\n"
-          f"  ACS (HTTP-POST) {data['acs_url']}")
+          f"  ACS (HTTP-POST) {data['acs_url']}\n  SLO (HTTP-Redirect, HTTP-POST) {data['slo_url']}")
 
 
 @saml.command("update")
