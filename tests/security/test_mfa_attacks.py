@@ -8,6 +8,7 @@ would have to guess (a CSRF token computed with the key, a store entry aged by h
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from datetime import timedelta
@@ -758,3 +759,29 @@ def test_the_per_user_budget_of_wrong_codes_is_exact_under_concurrency(app, live
     right = fresh.post(live.url + "/login/mfa/totp", data={**fields, "code": code_at(secret)}, allow_redirects=False,
                        timeout=30)
     assert right.status_code == 429 and not _is_success(right)
+
+
+def test_secret_pages_are_not_cached_framed_or_leaked(app, client):
+    """The enrolment page (TOTP secret) and the recovery codes page: no-store, not framable,
+    no referrer; the codes are shown once and never on the manage page afterwards."""
+    user_id, secret, client_id, _ = _setup(app)
+    with app.app_context():
+        db.session.query(TotpFactor).filter_by(user_id=user_id).delete()
+        db.session.commit()
+    password_step(client, auth_params(client_id)[0])  # no factor: a session (acr pwd)
+    page = client.get("/account/mfa/totp")
+    assert page.status_code == 200
+    new_secret = re.search(r"\b([A-Z2-7]{32})\b", page.get_data(as_text=True)).group(1)
+    fields = form_fields(page.get_data(as_text=True))
+    shown = client.post("/account/mfa/totp", data={**fields, "code": code_at(new_secret), "label": "Phone"})
+    assert shown.status_code == 200
+    codes = re.findall(r"\b[0-9a-z]{5}-[0-9a-z]{5}\b", shown.get_data(as_text=True))
+    assert len(set(codes)) == 10
+    for response in (page, shown):
+        assert "no-store" in response.headers["Cache-Control"]
+        assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
+        assert response.headers.get("X-Frame-Options") == "DENY"
+        assert response.headers.get("Referrer-Policy") == "no-referrer"
+    manage = client.get("/account/mfa").get_data(as_text=True)
+    assert not any(c in manage for c in codes) and new_secret not in manage
+    assert secret
