@@ -80,7 +80,7 @@ def mfa_needed(user: User, *, client=None, requested: frozenset[str] = frozenset
     settings = idp.settings
     situation = MfaSituation(
         requested_acr=requested,
-        trusted_browser=trusted.is_trusted(idp_secret(), _web().get_cookie(trusted.COOKIE), user.id,
+        trusted_browser=trusted.is_trusted(_secret_key(), _web().get_cookie(trusted.COOKIE), user.id,
                                            settings.trusted_browser_ttl),
         enrolled=methods.enrolled_count(user) > 0,
         client_requires=bool(client is not None and getattr(client, "require_mfa", False)),
@@ -89,7 +89,7 @@ def mfa_needed(user: User, *, client=None, requested: frozenset[str] = frozenset
     return mfa_required(situation)
 
 
-def idp_secret() -> str:
+def _secret_key() -> str:
     return current_app.config["SECRET_KEY"]
 
 
@@ -104,6 +104,8 @@ def _role_names(user: User) -> set[str]:
 def _needed_for_then(user: User, then: dict, require_mfa: bool) -> bool:
     client, requested = None, frozenset()
     if "interaction" in then:
+        from authlib.oauth2.rfc6749 import InvalidRequestError
+
         from ..protocol.claims import parse_claims_parameter
         from ..protocol.clients import query_client
 
@@ -112,7 +114,7 @@ def _needed_for_then(user: User, then: dict, require_mfa: bool) -> bool:
         client = query_client(params.get("client_id"))
         try:
             claims = parse_claims_parameter(params.get("claims"))
-        except Exception:  # /authorize already refused a bad one; nothing to add here
+        except InvalidRequestError:  # /authorize already refused a bad one; nothing to add here
             claims = None
         requested = requested_acr(params, claims)
     return mfa_needed(user, client=client, requested=requested, require_mfa=require_mfa)
@@ -217,7 +219,7 @@ def second_factor_passed(pending_id: str, pending: dict, *, amr: list[str], trus
         trust_browser = request.form.get("trust_browser") == "yes"
     ttl = idp.settings.trusted_browser_ttl
     if trust_browser and ttl > 0:
-        value = trusted.create_trust(idp_secret(), user.id, ttl, request.user_agent.string or None)
+        value = trusted.create_trust(_secret_key(), user.id, ttl, request.user_agent.string or None)
         web.set_cookie(response, trusted.COOKIE, value, ttl)
     return response
 
