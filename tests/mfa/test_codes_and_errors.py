@@ -159,3 +159,39 @@ def test_signing_in_again_and_again_does_not_give_unlimited_guesses(app, client)
     # The user's budget is spent: even the right code is refused for now, and the pending login ends.
     assert submit_code(client, "/login/mfa/totp", code_at(secret)).status_code == 429
     assert client.get("/login/mfa").status_code == 400
+
+
+MFA_PATHS = ["/login/mfa", "/login/mfa/totp", "/login/mfa/recovery", "/login/mfa/email", "/login/mfa/step-up",
+             "/account/mfa", "/account/mfa/totp", "/account/mfa/totp/x/rename", "/account/mfa/totp/x/remove",
+             "/account/mfa/recovery-codes", "/account/mfa/trusted-browsers/forget"]
+
+
+def test_garbage_never_gives_a_500(app, client):
+    """Mid-flow and signed out: bad bodies, content types, repeated or huge parameters."""
+    _pending(app, client)
+    bodies = [dict(data={"code": "1" * 5000}), dict(data=b"\xff\xfe", content_type="application/x-www-form-urlencoded"),
+              dict(json={"code": "123456"}), dict(data="code=1&code=2", content_type="application/x-www-form-urlencoded"),
+              dict(data={"action": "send", "csrf_token": "x" * 300})]
+    for browser in (client, app.test_client()):
+        for path in MFA_PATHS:
+            assert browser.get(path, query_string={"interaction": "y" * 2000}).status_code < 500, path
+            for body in bodies:
+                status = browser.post(path, **body).status_code
+                assert status < 500 and status != 200, (path, body, status)
+
+
+def test_garbage_on_the_signed_in_account_pages_never_gives_a_500(app, client):
+    with app.app_context():
+        make_user()
+    page = client.get("/account/login")
+    client.post("/account/login", data={**form_fields(page.get_data(as_text=True)), "email": "alice@example.com",
+                                        "password": "correct horse battery staple"})
+    assert client.get("/account/mfa").status_code == 200
+    csrf = form_fields(client.get("/account/mfa/totp").get_data(as_text=True))["csrf_token"]
+    for path in MFA_PATHS[5:]:
+        for data in ({"csrf_token": csrf, "label": "x" * 5000, "code": "z" * 100, "password": "p" * 5000},
+                     {"csrf_token": csrf, "label": "\u202e\u0000"}, {"csrf_token": "nope"}):
+            status = client.post(path, data=data).status_code
+            assert status < 500, (path, status)
+    long_id = client.post("/account/mfa/totp/" + "a" * 3000 + "/remove", data={"csrf_token": csrf})
+    assert 400 <= long_id.status_code < 500
