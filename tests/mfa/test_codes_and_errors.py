@@ -195,3 +195,16 @@ def test_garbage_on_the_signed_in_account_pages_never_gives_a_500(app, client):
             assert status < 500, (path, status)
     long_id = client.post("/account/mfa/totp/" + "a" * 3000 + "/remove", data={"csrf_token": csrf})
     assert 400 <= long_id.status_code < 500
+
+
+def test_interaction_policy_puts_mfa_after_login_and_before_consent():
+    from idp.interaction.policy import CONSENT, DONE, LOGIN, MFA, Situation, next_step
+
+    base = dict(prompts=frozenset(), max_age=None, session_auth_time=100, logged_in_here=False,
+                consented_here=False, requested_scopes=frozenset({"openid"}), granted_scopes=frozenset(),
+                skip_consent=False, now=200.0)
+    assert next_step(Situation(**{**base, "session_auth_time": None}, mfa_missing=True)) == LOGIN
+    assert next_step(Situation(**{**base, "max_age": 10}, mfa_missing=True)) == LOGIN
+    assert next_step(Situation(**base, mfa_missing=True)) == MFA
+    assert next_step(Situation(**base)) == CONSENT
+    assert next_step(Situation(**{**base, "skip_consent": True})) == DONE
