@@ -785,3 +785,30 @@ def test_secret_pages_are_not_cached_framed_or_leaked(app, client):
     manage = client.get("/account/mfa").get_data(as_text=True)
     assert not any(c in manage for c in codes) and new_secret not in manage
     assert secret
+
+
+def test_a_one_factor_session_gets_no_code_once_policy_requires_mfa(app, client):
+    """A session from before the user enrolled (acr pwd), then a client that requires MFA and
+    the user's own new factor: /authorize (also prompt=none) gives no code without the second
+    factor; the step-up then issues acr mfa."""
+    user_id, _, client_id, client_secret = _setup(app, factor=False)
+    with app.app_context():
+        strict_id, strict_secret = make_client(require_mfa=True)
+    params, verifier = auth_params(client_id)
+    assert id_token_claims(client, client_id, client_secret, password_step(client, params),
+                           verifier)["acr"] == "urn:idp:acr:pwd"
+    silent = client.get("/authorize", query_string=auth_params(strict_id, prompt="none")[0])
+    assert query(silent.headers["Location"]).get("error") == "login_required"
+    with app.app_context():
+        secret = enrol_totp(app, db.session.get(User, user_id))
+    for cid in (client_id, strict_id):
+        silent = client.get("/authorize", query_string=auth_params(cid, prompt="none")[0])
+        assert query(silent.headers["Location"]).get("error") == "login_required", cid
+        response = client.get("/authorize", query_string=auth_params(cid)[0])
+        assert response.headers["Location"].startswith("/login/mfa/step-up?")
+    params, verifier = auth_params(strict_id)
+    response = client.get(client.get("/authorize", query_string=params).headers["Location"])
+    assert response.headers["Location"] == "/login/mfa"
+    response = submit_code(client, "/login/mfa/totp", code_at(secret))
+    claims = id_token_claims(client, strict_id, strict_secret, response, verifier)
+    assert claims["acr"] == "urn:idp:acr:mfa" and claims["amr"] == ["pwd", "otp", "mfa"]
