@@ -125,7 +125,8 @@ def _check_post_signature(data: dict, root, xml: bytes) -> None:
 def _check_redirect_signature(auth: OneLogin_Saml2_Auth, params: dict, kind: str) -> None:
     if not params.get("Signature"):
         raise SamlRefused("unsigned", "no Signature parameter")
-    if not auth._validate_signature(params, kind):  # the documented process_slo() does this too
+    check = auth.validate_request_signature if kind == "SAMLRequest" else auth.validate_response_signature
+    if not check(params):
         raise SamlRefused(_reason(auth.get_last_error_reason() or "signature"), auth.get_last_error_reason() or "")
 
 

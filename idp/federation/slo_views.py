@@ -64,6 +64,8 @@ def _logout_request(conn, params: dict, post: bool):
     # SAML Core §3.7.3.2: nothing to end is still a completed logout for this SP; the audit says so.
     _audit("saml_logout", "success" if ended else "failure", conn=conn,
            user_id=ended[0]["user_id"] if ended else None, reason=None if ended else "unknown_subject")
+    if not slo.has_slo(conn):  # nowhere to answer (python3-saml would fall back to RelayState as a URL)
+        return _logged_out(None)
     relay = params.get("RelayState")
     url = slo.logout_response_url(conn, idp.settings.issuer, _kek(), message.id,
                                   relay if relay and len(relay) <= MAX_RELAY_STATE else None)

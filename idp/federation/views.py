@@ -7,8 +7,9 @@
         take the relay record (atomic) -> validate (saml.py) -> provision/link the account
         store saml:ticket:<hash(T)> = {user, acr, interaction I}; 303 -> /saml/continue?ticket=T
     GET /saml/continue  (a same-site GET: the SameSite=Lax cookies are back)
-        take the ticket; the interaction cookie must be I (login CSRF); start the SSO session
-        like a password login; resume /authorize (consent, code)
+        take the ticket; the interaction cookie must be I (login CSRF); then, like a password
+        login, idp/mfa/flow.first_factor_passed: the SSO session starts now, or after the
+        second factor (--require-mfa, or the MFA policy); resume /authorize (consent, code)
 """
 
 from __future__ import annotations

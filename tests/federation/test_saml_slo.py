@@ -295,3 +295,23 @@ def test_account_page_end_session_tells_the_idp(app, alice):
     final = browser.get(local(alice.idp.logout_response_url(request, relay, SLO)))
     assert final.status_code == 302 and "/account/login" in final.headers["Location"]
     assert query(final.headers["Location"]) == {"done": "signed_out"}
+
+
+def test_idp_without_slo_service_ends_sessions_but_gets_no_answer(app, test_idp):
+    """A LogoutRequest from an IdP whose metadata lists no SingleLogoutService: the sessions end,
+    the browser sees the logged-out page (never a redirect to its RelayState)."""
+    import re
+
+    from .conftest import add_connection
+
+    metadata = re.sub(r"<(\w+:)?SingleLogoutService [^>]*/>", "", test_idp.metadata())
+    assert "SingleLogoutService" not in metadata
+    test_idp.metadata = lambda: metadata
+    add_connection(app, test_idp)
+    alice = LoggedIn(app, test_idp)
+    _, url, _ = alice.idp_logout(relay_state="https://evil.example/")
+    response = send(app.test_client(), "redirect", url)
+    assert response.status_code == 200 and "Location" not in response.headers
+    assert alice.live_sessions() == 0
+    # Our logout then has nobody to tell either: the usual redirect to the client.
+    assert rp_logout(LoggedIn(app, test_idp)).headers["Location"] == f"{LOGOUT_URI}?state=st-1"
