@@ -309,6 +309,8 @@ class Settings:
             raise SettingsError("IDP_*_RATE_LIMIT must be >= 0 (0: no limit)")
         if self.lockout_max_ttl < self.lockout_ttl:
             raise SettingsError("IDP_LOCKOUT_MAX_TTL must be at least IDP_LOCKOUT_TTL")
+        if self.mfa_pending_ttl > 3600:
+            raise SettingsError("IDP_MFA_PENDING_TTL must be at most 3600 seconds")
         if self.trusted_browser_ttl < 0:
             raise SettingsError("IDP_TRUSTED_BROWSER_TTL must be >= 0 (0: browsers are never trusted)")
         if self.refresh_token_grace_ttl < 0 or self.trusted_proxy_hops < 0 or self.client_cache_ttl < 0:

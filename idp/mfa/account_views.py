@@ -21,16 +21,18 @@ from ..errors import InvalidCredentials
 from ..interaction.web import check_csrf, csrf_token, current_session
 from ..protocol.authorize import error_page
 from ..protocol.params import malformed_reason
-from ..services import users
+from ..services import audit, users
+from ..services.accounts import RateLimited, check_rate
 from ..storage.mfa_models import TotpFactor
 from ..storage.models import User, db
 from . import recovery, totp, trusted
-from .methods import enrolled_count
+from .methods import FactorChangeBusy, enrolled_count, factor_change_lock
 from .notify import notify
 from .views import kek
 
 bp = Blueprint("mfa_account", __name__)
 
+REAUTH_LIMIT, REAUTH_WINDOW = 5, 900  # password re-entries per user before removing the last factor
 NOTICES = {"renamed": "The authenticator app was renamed.", "removed": "The authenticator app was removed.",
            "forgotten": "Every trusted browser must pass two-step verification again."}
 
@@ -129,16 +131,21 @@ def remove_totp(factor_id: str):
     session, user, refused = _signed_in()
     if refused is not None:
         return refused
+    try:
+        with factor_change_lock(_idp().store, user.id):
+            return _remove_totp(session, user, factor_id)
+    except FactorChangeBusy:
+        return error_page("conflict", "Another change to your two-step verification is in progress. "
+                          "Reload the page and try again.", 409)
+
+
+def _remove_totp(session: dict, user: User, factor_id: str):
     factor = _own_factor(user, factor_id)
     if factor is None:
         return error_page("invalid_request", "Unknown authenticator app.", 404)
     last = enrolled_count(user) <= 1
-    if last:  # turning two-step verification off: prove it is the user (the password again)
-        try:
-            users.authenticate(user.email, request.form.get("password", ""))
-        except InvalidCredentials:
-            return _page("mfa/manage.html", 400, user=user, csrf_token=csrf_token("mfa-account", session["sid"]),
-                         error="Enter your password to remove your last second factor.", **summary(user))
+    if last and (refused := _reauthenticate(session, user)) is not None:
+        return refused
     label = factor.label
     db.session.delete(factor)
     db.session.commit()
@@ -147,6 +154,25 @@ def remove_totp(factor_id: str):
     notify(user, "mfa_remove", f"The authenticator app {label} was removed from your account."
            + (" Two-step verification is now off." if last else ""))
     return redirect(url_for("mfa_account.manage", done="removed"))
+
+
+def _reauthenticate(session: dict, user: User):
+    """Turning two-step verification off: the password again, REAUTH_LIMIT tries per
+    REAUTH_WINDOW (a stolen session must not become a password oracle). None when it is right."""
+    error, status, headers = "Enter your password to remove your last second factor.", 400, {}
+    try:
+        check_rate(_idp().store, "mfa-reauth:" + user.id, REAUTH_LIMIT, REAUTH_WINDOW)
+        users.authenticate(user.email, request.form.get("password", ""))
+        return None
+    except RateLimited as exc:
+        error, status, headers = "Too many attempts. Try again later.", 429, {"Retry-After": str(exc.retry_after)}
+    except InvalidCredentials:
+        audit.record_event("mfa_remove", "failure", user_id=user.id, reason="bad_password", ip=request.remote_addr,
+                           user_agent=request.user_agent.string or None)
+    response = _page("mfa/manage.html", status, user=user, csrf_token=csrf_token("mfa-account", session["sid"]),
+                     error=error, **summary(user))
+    response.headers.update(headers)
+    return response
 
 
 @bp.post("/account/mfa/recovery-codes")

@@ -54,6 +54,7 @@ PENDING_COOKIE = "idp_mfa"
 MAX_ATTEMPTS = 5          # per pending login: then it is cancelled
 USER_MAX_ATTEMPTS = 20    # per user over USER_WINDOW_TTL, all pending logins together
 USER_WINDOW_TTL = 900
+REVOKED_MEMORY_TTL = 86400  # longer than any pending login (IDP_MFA_PENDING_TTL is at most 3600)
 
 
 def _idp():
@@ -154,8 +155,23 @@ def load_pending() -> tuple[str | None, dict | None]:
     pending_id = _web().get_cookie(PENDING_COOKIE)
     if not pending_id or len(pending_id) > 64:
         return None, None
-    pending = _idp().store.get_json(_key(pending_id))
+    store = _idp().store
+    pending = store.get_json(_key(pending_id))
+    if pending and pending["created_at"] <= float(store.get(_revoked_key(pending["user_id"])) or 0):
+        cancel(pending_id)  # begun before a password reset or "log out everywhere"
+        pending = None
     return (pending_id, pending) if pending else (None, None)
+
+
+def _revoked_key(user_id: str) -> str:
+    return "mfa-pending-revoked:" + user_id
+
+
+def revoke_pending_logins(store, user_id: str) -> None:
+    """Every login of the user waiting at the MFA step dies (called with "log out everywhere",
+    password reset or change, admin disable: services/sessions.end_all_sessions). A password
+    phished before the reset must not finish its login after it."""
+    store.set(_revoked_key(user_id), repr(time.time()).encode(), REVOKED_MEMORY_TTL)
 
 
 def consume_attempt(pending_id: str) -> int:
@@ -199,6 +215,8 @@ def second_factor_passed(pending_id: str, pending: dict, *, amr: list[str], trus
     web = _web()
     # Single use: of two concurrent successes only one takes the pending login.
     taken = idp.store.take_json(_key(pending_id))
+    if taken and taken["created_at"] <= float(idp.store.get(_revoked_key(taken["user_id"])) or 0):
+        taken = None  # revoked between load_pending() and here
     user = db.session.get(User, pending["user_id"]) if taken else None
     if user is None or not user.active:
         return expired_page()

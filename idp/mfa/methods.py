@@ -14,6 +14,7 @@ endpoint gets no arguments: it finds the pending login with `flow.load_pending()
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 
@@ -44,3 +45,21 @@ def enrolled_count(user) -> int:
     """How many factors the user enrolled (TOTP apps, passkeys); recovery codes and email
     codes are not factors of their own."""
     return sum(m.enrolled(user) for m in _methods.values() if m.enrolled is not None)
+
+
+class FactorChangeBusy(Exception):
+    """Another change to this user's factors is running (try again)."""
+
+
+@contextmanager
+def factor_change_lock(store, user_id: str):
+    """One change to a user's factors at a time, across workers (store `add`): "is this the
+    last factor?" and the removal must not interleave, or two concurrent removals of the
+    last two factors would each see two and skip the password. Raises FactorChangeBusy."""
+    key = "lock:mfa-factors:" + user_id
+    if not store.add(key, b"1", 30):
+        raise FactorChangeBusy()
+    try:
+        yield
+    finally:
+        store.delete(key)

@@ -47,11 +47,12 @@ def mfa_required(s: MfaSituation) -> bool:
 
 
 def requested_acr(params: dict | None, claims: dict | None = None) -> frozenset[str]:
-    """The acr values a request asks for: `acr_values` (space-separated, OIDC Core §3.1.2.1)
-    and the values of an essential `acr` claim of the `claims` parameter (§5.5.1.1)."""
-    values = set((params or {}).get("acr_values", "").split()[:10])
+    """The acr values a request asks for. An essential `acr` claim of the `claims` parameter
+    decides alone (OIDC Core §5.5.1.1: failing it fails the authentication, so a voluntary
+    `acr_values` next to it cannot relax it); otherwise `acr_values` (§3.1.2.1), all of them
+    (/authorize caps the parameter's length)."""
     acr = ((claims or {}).get("id_token") or {}).get("acr") or {}
     if isinstance(acr, dict) and acr.get("essential"):
         listed = acr.get("values") if isinstance(acr.get("values"), list) else [acr.get("value")]
-        values.update(v for v in listed if isinstance(v, str))
-    return frozenset(values)
+        return frozenset(v for v in listed if isinstance(v, str))
+    return frozenset((params or {}).get("acr_values", "").split())

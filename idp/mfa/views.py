@@ -27,7 +27,7 @@ from ..services import audit
 from ..settings import decode_kek
 from ..storage.models import User, db
 from . import email_codes, flow, recovery, totp
-from .methods import available_methods, register_method
+from .methods import available_methods, enrolled_count, register_method
 
 bp = Blueprint("mfa", __name__)
 
@@ -40,10 +40,16 @@ def kek() -> bytes:
     return decode_kek(_idp().settings.key_encryption_key)
 
 
+def email_code_available(user: User) -> bool:
+    return user.email_verified and enrolled_count(user) == 0
+
+
 register_method("totp", "Use your authenticator app", available=lambda u: totp.count_factors(u.id) > 0,
                 endpoint="mfa.totp_code", enrolled=lambda u: totp.count_factors(u.id), order=10)
-register_method("email", "Email me a code", available=lambda u: u.email_verified, endpoint="mfa.email_code",
-                order=80)
+# Only for users who enrolled no factor (their way to meet a client's or role's requirement):
+# for the others it would let whoever reads the mailbox, which can also reset the password,
+# past the authenticator app or passkey.
+register_method("email", "Email me a code", available=email_code_available, endpoint="mfa.email_code", order=80)
 register_method("recovery", "Use a recovery code", available=lambda u: recovery.remaining(u.id) > 0,
                 endpoint="mfa.recovery_code", order=90)
 
@@ -167,8 +173,8 @@ def email_code():
     if pending is not None and request.method == "POST" and request.form.get("action") == "send":
         return _send_email_code(pending_id, pending, user)
     sent = pending is not None and email_codes.sent(_idp().store, pending_id)
-    return _verify("email", lambda user, code: email_codes.check(_idp().store, current_app.config["SECRET_KEY"],
-                                                                 pending_id, code),
+    return _verify("email", lambda user, code: email_code_available(user) and email_codes.check(
+                       _idp().store, current_app.config["SECRET_KEY"], pending_id, code),
                    ["otp"], sent=sent, email=user.email if user else "")
 
 
@@ -177,8 +183,8 @@ def _send_email_code(pending_id: str, pending: dict, user: User):
         return refused
     if not check_csrf("mfa", pending_id, request.form.get("csrf_token")):
         return error_page("invalid_request", "The form expired. Go back and try again.")
-    if not user.email_verified:
-        return error_page("mfa_unavailable", "Your email address is not confirmed.", 403)
+    if not email_code_available(user):
+        return error_page("mfa_unavailable", "Use your authenticator app, passkey or a recovery code.", 403)
     try:
         code = email_codes.issue(_idp().store, current_app.config["SECRET_KEY"], pending_id, user.id)
     except email_codes.RateLimited as exc:

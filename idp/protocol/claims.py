@@ -59,7 +59,7 @@ def parse_claims_parameter(raw: str | None) -> dict:
         return {}
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: '[[[[...' nested past Python's limit
         raise InvalidRequestError("The 'claims' parameter is not valid JSON.") from None
     if not isinstance(value, dict):
         raise InvalidRequestError("The 'claims' parameter must be a JSON object.")

@@ -158,10 +158,13 @@ def end_all_sessions(store: Store, user_id: str) -> int:
     with _index(store, user_id) as index:
         keys = list(index.values())
         index.clear()
-    # "Log out everywhere" also forgets the browsers trusted to skip MFA (idp/mfa/trusted.py).
+    # "Log out everywhere" also forgets the browsers trusted to skip MFA (idp/mfa/trusted.py)
+    # and ends the logins waiting at the MFA step (idp/mfa/flow.py).
+    from ..mfa.flow import revoke_pending_logins
     from ..mfa.trusted import revoke_all
 
     revoke_all(user_id)
+    revoke_pending_logins(store, user_id)
     ended = 0
     for key in keys:
         session = store.take_json(key)

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 import pyotp
 import requests
 
-from idp.mfa import totp
+from idp.mfa import recovery, totp
 from idp.settings import decode_kek
 from tests.factories import REDIRECT_URI, auth_params, make_client, make_user, pkce_pair, query
 from tests.mailbox import body_text
@@ -54,7 +54,9 @@ def _enrolled(app, email: str) -> str:
     with app.app_context():
         user = make_user(email, password=PASSWORD)
         secret = totp.new_secret()
-        totp.create_factor(decode_kek(app.extensions["idp"].settings.key_encryption_key), user.id, secret, "Phone")
+        kek = decode_kek(app.extensions["idp"].settings.key_encryption_key)
+        totp.create_factor(kek, user.id, secret, "Phone")
+        recovery.generate(kek, user.id)
     return secret
 
 
@@ -106,7 +108,6 @@ def test_enrol_totp_on_the_account_page_then_sign_in_with_it(app, live_server, m
 def test_recovery_code_in_the_browser(app, live_server, mailbox, page):
     _enrolled(app, "rob@example.com")
     with app.app_context():
-        from idp.mfa import recovery
         from idp.storage.models import User, db
 
         user = db.session.query(User).filter_by(email="rob@example.com").one()

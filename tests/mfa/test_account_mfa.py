@@ -105,8 +105,10 @@ def test_rename_remove_and_the_last_factor_needs_the_password(app, client, mailb
     assert done.status_code == 302
     with app.app_context():
         assert not db.session.scalars(select(TotpFactor)).all() and recovery.remaining(user_id) == 0
-        events = list(db.session.scalars(select(AuthEvent.event).where(AuthEvent.event.like("mfa_%"))))
+        events = list(db.session.scalars(select(AuthEvent.event).where(AuthEvent.event.like("mfa_%"),
+                                                                      AuthEvent.result == "success")))
         assert sorted(events) == ["mfa_enrol", "mfa_remove", "mfa_remove", "mfa_rename"]
+        assert db.session.scalar(select(AuthEvent.reason).where(AuthEvent.result == "failure")) == "bad_password"
     sent_mail(mailbox, "alice@example.com", "security")
     assert len(mailbox.to("alice@example.com")) >= 4
     assert secret2  # (the second factor was made directly)
@@ -185,3 +187,26 @@ def test_password_change_reset_and_admin_disable_forget_trusted_browsers(app):
             assert len(trusted.list_trusted(user.id)) == 1
             revoke()
             assert trusted.list_trusted(user.id) == []
+
+
+def test_last_factor_removal_is_throttled_and_serialised(app, client):
+    """The password check is not an oracle (5 per 15 minutes), and a removal waits for no
+    other change to the user's factors (the lock that keeps two concurrent removals of the
+    last two factors from each skipping the password)."""
+    user_id = _signed_in(app, client)
+    _enrol(client)
+    with app.app_context():
+        factor_id = db.session.scalar(select(TotpFactor.id))
+    csrf = form_fields(client.get("/account/mfa").get_data(as_text=True))["csrf_token"]
+    store = app.extensions["idp"].store
+    store.add("lock:mfa-factors:" + user_id, b"1", 30)
+    busy = client.post(f"/account/mfa/totp/{factor_id}/remove", data={"csrf_token": csrf, "password": PASSWORD})
+    assert busy.status_code == 409
+    store.delete("lock:mfa-factors:" + user_id)
+    statuses = [client.post(f"/account/mfa/totp/{factor_id}/remove",
+                            data={"csrf_token": csrf, "password": f"guess {i}"}).status_code for i in range(6)]
+    assert statuses == [400] * 5 + [429]
+    right = client.post(f"/account/mfa/totp/{factor_id}/remove", data={"csrf_token": csrf, "password": PASSWORD})
+    assert right.status_code == 429 and right.headers["Retry-After"]
+    with app.app_context():
+        assert db.session.scalar(select(TotpFactor.id)) == factor_id

@@ -7,7 +7,7 @@ from idp import create_app
 from idp.mfa import email_codes, totp
 from idp.mfa.policy import MfaSituation, mfa_required, requested_acr
 from idp.policy.admin import assign_role, create_role
-from tests.factories import form_fields, make_client, make_user
+from tests.factories import form_fields, make_client, make_user, query
 
 from .helpers import auth_params, code_at, enrol_totp, mailed_code, mfa_form, password_step, submit_code
 
@@ -74,7 +74,8 @@ def test_policy_table():
     for flag in ("enrolled", "client_requires", "role_requires", "connection_requires"):
         assert mfa_required(MfaSituation(**{"requested_acr": frozenset(), "trusted_browser": False,
                                             "enrolled": False, flag: True}))
-    assert requested_acr({"acr_values": "a b"}, {"id_token": {"acr": {"essential": True, "value": "c"}}}) == {"a", "b", "c"}
+    assert requested_acr({"acr_values": "a b"}, {"id_token": {"acr": {"essential": True, "value": "c"}}}) == {"c"}
+    assert requested_acr({"acr_values": "a b"}) == {"a", "b"}
     assert requested_acr({}, {"id_token": {"acr": {"values": ["c"]}}}) == frozenset()  # voluntary: no step-up
 
 
@@ -208,3 +209,44 @@ def test_interaction_policy_puts_mfa_after_login_and_before_consent():
     assert next_step(Situation(**base, mfa_missing=True)) == MFA
     assert next_step(Situation(**base)) == CONSENT
     assert next_step(Situation(**{**base, "skip_consent": True})) == DONE
+
+
+def test_email_codes_are_not_offered_to_a_user_with_a_factor(app, client, mailbox):
+    """Whoever reads the mailbox can also reset the password: for a user with an app or a
+    passkey, an email code would let the mailbox alone through."""
+    _pending(app, client)
+    assert client.get("/login/mfa").headers["Location"] == "/login/mfa/totp"
+    page = client.get("/login/mfa/email").get_data(as_text=True)
+    sent = client.post("/login/mfa/email", data={**form_fields(page), "action": "send"})
+    assert sent.status_code == 403
+    assert not [m for m in mailbox.to("alice@example.com") if "sign-in code" in m["Subject"]]
+
+
+def test_a_pending_login_dies_with_a_password_reset_or_logout_everywhere(app, client):
+    from idp.services import sessions
+    from idp.storage.models import Client, User, db
+
+    secret = _pending(app, client)
+    fields = mfa_form(client, "/login/mfa/totp")
+    with app.app_context():
+        sessions.end_all_sessions(app.extensions["idp"].store, db.session.query(User).one().id)
+    response = client.post("/login/mfa/totp", data={**fields, "code": code_at(secret)})
+    assert response.status_code == 400 and client.get_cookie("idp_session") is None
+    with app.app_context():
+        client_id = db.session.query(Client).one().client_id
+    password_step(client, auth_params(client_id)[0])  # a new login after the reset works
+    assert submit_code(client, "/login/mfa/totp", code_at(secret)).status_code == 302
+
+
+def test_essential_acr_decides_even_next_to_acr_values_pwd():
+    essential = {"id_token": {"acr": {"essential": True, "values": ["urn:idp:acr:mfa"]}}}
+    assert requested_acr({"acr_values": "urn:idp:acr:pwd"}, essential) == {"urn:idp:acr:mfa"}
+    many = " ".join(f"urn:example:{i}" for i in range(10)) + " urn:idp:acr:mfa"
+    assert "urn:idp:acr:mfa" in requested_acr({"acr_values": many})
+
+
+def test_nested_claims_parameter_is_a_400_not_a_500(app, client):
+    with app.app_context():
+        client_id, _ = make_client()
+    response = client.get("/authorize", query_string=auth_params(client_id, claims="[" * 5000)[0])
+    assert response.status_code == 302 and query(response.headers["Location"])["error"] == "invalid_request"
