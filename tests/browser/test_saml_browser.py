@@ -64,8 +64,9 @@ class IdPServer:
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
 
-@pytest.mark.timeout(120)
-def test_saml_round_trip_in_the_browser(app, live_server, page, tmp_path):
+def start_idp(app, live_server, tmp_path, email_domains=()):
+    """The pysaml2 IdP on a free loopback port, connected as "testidp", serving its pages, and a
+    client whose post-logout page the IdP server also plays. Returns (server, client_id, port)."""
     from idp.federation import connections
     from idp.services.clients import ClientSpec, create_client
     from idp.settings import decode_kek
@@ -74,12 +75,18 @@ def test_saml_round_trip_in_the_browser(app, live_server, page, tmp_path):
     idp = TestIdP(tmp_path / "idp", make_key_pair("idp.example.test"), sso_url=f"http://127.0.0.1:{port}/sso")
     with app.app_context():
         kek = decode_kek(app.extensions["idp"].settings.key_encryption_key)
-        connections.create_connection(kek, name="testidp", metadata_xml=idp.metadata())
+        connections.create_connection(kek, name="testidp", metadata_xml=idp.metadata(), email_domains=email_domains)
         client, _ = create_client(ClientSpec(name="Browser RP", redirect_uris=[REDIRECT_URI],
+                                             post_logout_redirect_uris=[f"http://127.0.0.1:{port}/bye"],
                                              grant_types=["authorization_code"], scope="openid email profile"))
         client_id = client.client_id
     idp.trust_sp(requests.get(live_server.url + "/saml/testidp/metadata", timeout=10).text)
-    server = IdPServer(idp, port)
+    return IdPServer(idp, port, sp_slo=live_server.url + "/saml/testidp/slo"), client_id, port
+
+
+@pytest.mark.timeout(120)
+def test_saml_round_trip_in_the_browser(app, live_server, page, tmp_path):
+    server, client_id, _ = start_idp(app, live_server, tmp_path)
     page.route("https://rp.saml-browser.test/**", lambda route: route.fulfill(body="RP callback", status=200))
     try:
         _, challenge = pkce_pair()
@@ -108,22 +115,7 @@ def test_email_domain_routing_and_single_logout_in_the_browser(app, live_server,
     """An email of a routed domain goes to the IdP without a password page (the Refresh after
     the form POST is not blocked by CSP form-action); the RP-initiated logout then passes
     through the IdP's single logout and back to the application."""
-    from idp.federation import connections
-    from idp.services.clients import ClientSpec, create_client
-    from idp.settings import decode_kek
-
-    port = free_port()
-    idp = TestIdP(tmp_path / "idp", make_key_pair("idp.example.test"), sso_url=f"http://127.0.0.1:{port}/sso")
-    with app.app_context():
-        kek = decode_kek(app.extensions["idp"].settings.key_encryption_key)
-        connections.create_connection(kek, name="testidp", metadata_xml=idp.metadata(),
-                                      email_domains=["corp.example.test"])
-        client, _ = create_client(ClientSpec(name="Browser RP", redirect_uris=[REDIRECT_URI],
-                                             post_logout_redirect_uris=[f"http://127.0.0.1:{port}/bye"],
-                                             grant_types=["authorization_code"], scope="openid email profile"))
-        client_id = client.client_id
-    idp.trust_sp(requests.get(live_server.url + "/saml/testidp/metadata", timeout=10).text)
-    server = IdPServer(idp, port, sp_slo=live_server.url + "/saml/testidp/slo")
+    server, client_id, port = start_idp(app, live_server, tmp_path, email_domains=["corp.example.test"])
     page.route("https://rp.saml-browser.test/**", lambda route: route.fulfill(body="RP page", status=200))
     try:
         _, challenge = pkce_pair()
