@@ -167,11 +167,13 @@ def logout_everywhere():
     found, refused = _checked_post()
     if refused is not None:
         return refused
-    _, user = found
+    session, user = found
     idp = _idp()
     sessions.end_all_sessions(idp.store, user.id)
     tokens.revoke_user_tokens(idp.store, user.id, idp.settings.refresh_token_ttl)
     audit.record_event("logout", "success", user_id=user.id, reason="everywhere", **_client_info())
-    response = redirect(url_for("account.account_login", done="everywhere"))
+    then = url_for("account.account_login", done="everywhere")
+    # This browser's session came from a SAML IdP with single logout: the IdP is told too.
+    response = federation.upstream_logout(session, then) or redirect(then)
     clear_cookie(response, SESSION_COOKIE)
     return response

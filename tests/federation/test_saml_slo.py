@@ -315,3 +315,14 @@ def test_idp_without_slo_service_ends_sessions_but_gets_no_answer(app, test_idp)
     assert alice.live_sessions() == 0
     # Our logout then has nobody to tell either: the usual redirect to the client.
     assert rp_logout(LoggedIn(app, test_idp)).headers["Location"] == f"{LOGOUT_URI}?state=st-1"
+
+
+def test_logout_everywhere_tells_the_idp_about_this_browser_session(app, alice):
+    browser = alice.flow.browser
+    fields = form_fields(browser.get("/account").get_data(as_text=True))
+    response = browser.post("/account/logout-everywhere", data={"csrf_token": fields["csrf_token"]})
+    url = response.headers["Refresh"].partition("url=")[2]
+    request, relay = alice.idp.parse_logout_request(url)
+    assert alice.live_sessions() == 0 and request.message.name_id.text == alice.email
+    final = browser.get(local(alice.idp.logout_response_url(request, relay, SLO)))
+    assert final.status_code == 302 and query(final.headers["Location"]) == {"done": "everywhere"}
