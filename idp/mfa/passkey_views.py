@@ -24,6 +24,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from ..errors import Conflict, InvalidCredentials, InvalidInput, NotFound
 from ..interaction.account import _account_user, _checked_post, _client_info
 from ..interaction.web import check_csrf
+from ..jsonsafe import loads_untrusted
 from ..protocol.authorize import error_page
 from ..services import audit, users
 from ..services.accounts import RateLimited, check_rate
@@ -101,9 +102,11 @@ def read_json() -> dict:
         raise JsonRefused(413, "invalid_request", "The body is too large.")
     request.max_content_length = MAX_JSON_BYTES  # also for a chunked body without Content-Length
     try:
-        body = request.get_json(silent=True)
+        body = loads_untrusted(request.get_data(cache=True), max_bytes=MAX_JSON_BYTES)
     except RequestEntityTooLarge:
         raise JsonRefused(413, "invalid_request", "The body is too large.") from None
+    except ValueError:  # not JSON, or nested too deeply (jsonsafe)
+        body = None
     if not isinstance(body, dict):
         raise JsonRefused(400, "invalid_request", "The body is not a JSON object.")
     return body

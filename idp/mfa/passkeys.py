@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import ipaddress
-import json
 import logging
 import secrets
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from webauthn.helpers.structs import (
 )
 
 from ..errors import Conflict, IdpError, InvalidInput, NotFound
+from ..jsonsafe import loads_untrusted
 from ..storage.models import User, db, utcnow
 from ..storage.passkey_models import WebAuthnCredential
 from ..storage.store import Store
@@ -298,8 +298,8 @@ def _record_use(row: WebAuthnCredential, sign_count: int, backed_up: bool) -> No
 def parse_credential(raw: str | bytes | None) -> dict:
     """The JSON object the browser posted (PublicKeyCredential.toJSON()); raises InvalidInput."""
     try:
-        value = json.loads(raw) if raw else None
-    except (ValueError, UnicodeDecodeError):
+        value = loads_untrusted(raw)
+    except ValueError:  # not JSON, not UTF-8, too large or too deeply nested
         value = None
     if not isinstance(value, dict):
         raise InvalidInput("The passkey answer is not a JSON object.")

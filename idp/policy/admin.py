@@ -6,13 +6,13 @@ Each function validates before writing, writes in one transaction with a version
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import UTC, datetime
 
 from sqlalchemy import delete, select
 
 from ..errors import Conflict, InvalidInput, NotFound
+from ..jsonsafe import loads_untrusted
 from ..storage.models import Role, User, UserRole, db
 from ..storage.policy_models import (
     Group,
@@ -232,7 +232,7 @@ def parse_attribute(pair: str) -> tuple[str, object]:
     if key in RESERVED_ATTRIBUTES:
         raise InvalidInput(f"attribute {key!r} is reserved (subject.{key} comes from the account)")
     try:
-        value = json.loads(raw)
+        value = loads_untrusted(raw)  # SAML attribute values arrive here too (federation/provisioning.py)
         if not (value is None or isinstance(value, bool | int | float)):
             value = raw
     except ValueError:

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from flask import Blueprint, current_app, jsonify, request
 
+from ..jsonsafe import loads_untrusted
 from ..services import tokens
 from ..storage.models import User, db
 from .cache import policy_cache
@@ -24,6 +25,7 @@ bp = Blueprint("policy_api", __name__)
 DECIDE_SCOPE = "authz:decide"
 WORD = re.compile(r"^[A-Za-z0-9_.\-]{1,100}$")
 MAX_ATTRIBUTES = 100
+MAX_BODY_BYTES = 64 * 1024  # a request with MAX_ATTRIBUTES short attributes is a few KB
 
 
 def _error(status: int, error: str, description: str):
@@ -66,6 +68,17 @@ def _is_client_token(claims: dict) -> bool:
     return claims.get("sub") == claims.get("client_id")  # RFC 9068 §2.2: client_credentials
 
 
+def _json_body():
+    """The parsed body, or None unless it is application/json, valid and at most MAX_BODY_BYTES
+    (deeply nested JSON included: a 400, never a RecursionError)."""
+    if request.mimetype != "application/json":
+        return None
+    try:
+        return loads_untrusted(request.get_data(cache=True), max_bytes=MAX_BODY_BYTES)
+    except ValueError:
+        return None
+
+
 def _scalar_map(value, name: str) -> dict:
     if value is None:
         return {}
@@ -90,7 +103,7 @@ def authorize():
     claims, error = _token_claims()
     if error:
         return error
-    body = request.get_json(silent=True) if request.mimetype == "application/json" else None
+    body = _json_body()
     if not isinstance(body, dict):
         return _error(400, "invalid_request", "The body must be a JSON object.")
     resource, action = body.get("resource"), body.get("action")

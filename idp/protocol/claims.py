@@ -3,11 +3,11 @@ parameter (§5.5), and the assembly of ID token claims (§2, §3.1.3.6)."""
 
 from __future__ import annotations
 
-import json
 import time
 
 from authlib.oauth2.rfc6749 import InvalidRequestError
 
+from ..jsonsafe import loads_untrusted
 from ..policy.claims import fit_claims, policy_claims
 from ..storage.models import User
 
@@ -58,8 +58,8 @@ def parse_claims_parameter(raw: str | None) -> dict:
     if not raw:
         return {}
     try:
-        value = json.loads(raw)
-    except (ValueError, RecursionError):  # RecursionError: '[[[[...' nested past Python's limit
+        value = loads_untrusted(raw)
+    except ValueError:  # not JSON, or nested too deeply (jsonsafe)
         raise InvalidRequestError("The 'claims' parameter is not valid JSON.") from None
     if not isinstance(value, dict):
         raise InvalidRequestError("The 'claims' parameter must be a JSON object.")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.request
 
@@ -13,8 +12,12 @@ from authlib.oauth2.rfc7523 import JWTBearerClientAssertion
 from authlib.oauth2.rfc9207 import IssuerParameter
 from flask import Flask, current_app
 from flask import request as flask_request
+from joserfc import jws
+from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
+from joserfc.util import to_bytes
 
+from ..jsonsafe import loads_untrusted
 from .clients import query_client
 from .endpoints import Introspection, Revocation
 from .grants import (
@@ -24,6 +27,7 @@ from .grants import (
     RefreshTokenGrant,
     StrictPKCE,
 )
+from .params import MAX_VALUE_LENGTH
 
 
 class IdpAuthorizationServer(AuthorizationServer):
@@ -49,6 +53,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
 
     CLIENT_AUTH_METHOD = "private_key_jwt"
     JWKS_URI_TTL = 300
+    JWKS_MAX_BYTES = 256 * 1024
     _jwks_cache: dict[str, tuple[float, dict]] = {}
 
     def get_audiences(self):
@@ -76,6 +81,19 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
         except Exception:
             raise InvalidClientError(description="The client's registered keys are unusable.") from None
 
+    def extract_assertion(self, assertion: str):
+        # Authlib parses the payload with json.loads and catches ValueError only: a payload
+        # nested past Python's recursion limit ('[' * 5000) was a RecursionError, a 500.
+        # RFC 7523 §3.2 / RFC 6749 §5.2: an assertion we cannot read is invalid_client.
+        try:
+            token = jws.extract_compact(to_bytes(assertion))
+            claims = loads_untrusted(token.payload, max_bytes=MAX_VALUE_LENGTH)
+        except (JoseError, ValueError):
+            raise InvalidClientError(description="Invalid JWT assertion.") from None
+        if not isinstance(claims, dict):
+            raise InvalidClientError(description="Invalid JWT payload.")
+        return token.headers(), claims
+
     def authenticate_client(self, client):
         # Authlib checks the method against the "token" endpoint only; ours is per client.
         if client.check_endpoint_auth_method(self.CLIENT_AUTH_METHOD, "token"):
@@ -88,7 +106,7 @@ class PrivateKeyJWT(JWTBearerClientAssertion):
             return cached[1]
         try:
             with urllib.request.urlopen(uri, timeout=5) as response:  # noqa: S310 (https enforced at registration)
-                data = json.loads(response.read(256 * 1024))
+                data = loads_untrusted(response.read(self.JWKS_MAX_BYTES), max_bytes=self.JWKS_MAX_BYTES)
         except Exception:
             raise InvalidClientError(description="The client's jwks_uri could not be read.") from None
         self._jwks_cache[uri] = (time.time() + self.JWKS_URI_TTL, data)
