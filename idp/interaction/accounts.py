@@ -126,6 +126,10 @@ def _expired_form():
     return _message("The form expired", "Go back, reload the page and try again.", 400)
 
 
+def _client_info() -> dict:
+    return {"ip": request.remote_addr, "user_agent": request.user_agent.string[:512] or None}
+
+
 def _too_many(exc: RateLimited):
     response = _message("Too many attempts", "Please wait a while and try again.", 429)
     response.headers["Retry-After"] = str(exc.retry_after)
@@ -323,7 +327,9 @@ def change_password():
     idp = _idp()
     try:
         mail = accounts.change_password(idp.settings, idp.store, user, request.form.get("current_password", ""),
-                                        request.form.get("password", ""))
+                                        request.form.get("password", ""), **_client_info())
+    except RateLimited as exc:
+        return _too_many(exc)
     except InvalidCredentials:
         return _page("account/change_password.html", 400, csrf_token=token,
                      errors={"current_password": "This is not your current password."})
@@ -375,7 +381,10 @@ def delete_account():
         return _expired_form()
     idp = _idp()
     try:
-        mail = accounts.delete_account(idp.settings, idp.store, user, request.form.get("password", ""))
+        mail = accounts.delete_account(idp.settings, idp.store, user, request.form.get("password", ""),
+                                       **_client_info())
+    except RateLimited as exc:
+        return _too_many(exc)
     except InvalidCredentials:
         return _page("account/delete.html", 400, csrf_token=token, error="This is not your password.")
     in_background(_deliver, mail)

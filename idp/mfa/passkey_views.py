@@ -26,17 +26,15 @@ from ..interaction.account import _account_user, _checked_post, _client_info
 from ..interaction.web import check_csrf
 from ..jsonsafe import loads_untrusted
 from ..protocol.authorize import error_page
-from ..services import audit, users
-from ..services.accounts import RateLimited, check_rate
+from ..services.accounts import RateLimited, check_password_again
 from . import passkeys, recovery
-from .methods import enrolled_count, register_method
+from .methods import FactorChangeBusy, enrolled_count, factor_change_lock, register_method
 from .notify import notify
 
 bp = Blueprint("passkeys", __name__)
 
 MAX_JSON_BYTES = 64 * 1024  # a registration with a packed attestation chain is a few KB
 CODES_TTL = 300  # seconds: the first passkey's recovery codes are shown on the next page within this
-REAUTH_LIMIT, REAUTH_WINDOW = 5, 900  # password re-entries per user before removing the last factor
 NOTICES = {"added": "The passkey was added.", "renamed": "The passkey was renamed.",
            "removed": "The passkey was removed.", "bad_name": "Use a name of 1 to 64 printable characters."}
 
@@ -225,10 +223,26 @@ def remove(passkey_id: str):
     user, row, refused = _posted_passkey(passkey_id)
     if refused is not None:
         return refused
+    # The same per-user lock as the TOTP removal (mfa/account_views.py): "is it the last
+    # factor?" and the delete do not interleave with another factor's removal, or a TOTP app
+    # and a passkey removed at once would each see two factors and skip the password.
+    try:
+        with factor_change_lock(_idp().store, user.id):
+            return _remove(user, row)
+    except FactorChangeBusy:
+        return error_page("conflict", "Another change to your two-step verification is in progress. "
+                          "Reload the page and try again.", 409)
+
+
+def _remove(user, row):
+    try:
+        row = passkeys.get_passkey(user.id, row.id)  # again under the lock: a concurrent removal may have won
+    except NotFound:
+        return error_page("not_found", "This passkey does not exist (any more).", 404)
+    last = enrolled_count(user) <= 1  # every kind of factor (TOTP apps and passkeys)
     # Issue 5: removing the last factor needs re-authentication (the password, again).
-    if enrolled_count(user) <= 1 and (confirm := _reauthenticate(user, row)) is not None:
+    if last and (confirm := _reauthenticate(user, row)) is not None:
         return confirm
-    last = enrolled_count(user) <= 1
     passkeys.remove_passkey(user.id, row.id)
     if last:
         recovery.delete_all(user.id)  # without a factor, recovery codes would recover nothing
@@ -242,15 +256,12 @@ def _reauthenticate(user, row):
     error, status, headers = None, 200, {}
     if password is not None:
         try:
-            check_rate(_idp().store, "passkey-reauth:" + user.id, REAUTH_LIMIT, REAUTH_WINDOW)
-            users.authenticate(user.email, password)
+            check_password_again(_idp().store, user, password, event="passkey_removed", **_client_info())
             return None
         except RateLimited as exc:
             error, status, headers = "Too many attempts. Try again later.", 429, {"Retry-After": str(exc.retry_after)}
         except InvalidCredentials:
             error, status = "This is not your password.", 401
-            audit.record_event("passkey_removed", "failure", user_id=user.id, reason="bad_password",
-                               **_client_info())
     token = request.form.get("csrf_token", "")
     return render_template("mfa/passkey_remove.html", passkey=row, csrf_token=token, error=error), status, headers
 

@@ -110,8 +110,9 @@ def count_passkeys(user_id: str) -> int:
 
 
 def get_passkey(user_id: str, passkey_id: str) -> WebAuthnCredential:
-    """Raises NotFound unless the passkey exists and belongs to the user."""
-    row = db.session.get(WebAuthnCredential, passkey_id[:36]) if passkey_id else None
+    """Raises NotFound unless the passkey exists and belongs to the user. Read from the
+    database, not the session's identity map: a concurrent removal must show."""
+    row = db.session.get(WebAuthnCredential, passkey_id[:36], populate_existing=True) if passkey_id else None
     if row is None or row.user_id != user_id:
         raise NotFound("no such passkey")
     return row

@@ -28,6 +28,9 @@ from .account_tokens import RESET_PASSWORD, VERIFY_EMAIL
 from .passwords import check_new_password
 
 MAX_NAME_LENGTH = 200
+# Re-entering the password on a signed-in page (change it, delete the account, remove the last
+# second factor): tries per user per window, one budget for all those forms together.
+REAUTH_LIMIT, REAUTH_WINDOW = 5, 900
 
 
 class RateLimited(IdpError):
@@ -51,6 +54,20 @@ def check_rate(store: Store, key: str, limit: int, window: int) -> None:
     count = store.incr("rate:" + key, window)
     if count > limit:
         raise RateLimited(max(1, math.ceil(store.ttl("rate:" + key) or window)))
+
+
+def check_password_again(store: Store, user: User, password: str, *, event: str, ip: str | None = None,
+                         user_agent: str | None = None) -> None:
+    """Re-authentication of a signed-in user before a sensitive change. Counted before the
+    check (exact under concurrency), REAUTH_LIMIT per REAUTH_WINDOW per user, so that a stolen
+    session is no password oracle. Raises RateLimited, or InvalidCredentials after auditing
+    `event` failure bad_password."""
+    check_rate(store, "reauth:" + user.id, REAUTH_LIMIT, REAUTH_WINDOW)
+    try:
+        users.authenticate(user.email, password)
+    except InvalidCredentials:
+        audit.record_event(event, "failure", user_id=user.id, reason="bad_password", ip=ip, user_agent=user_agent)
+        raise
 
 
 def when() -> str:
@@ -148,11 +165,14 @@ def reset_password(settings: Settings, store: Store, token: str | None, password
     return user, Mail(user.email, "password_changed", {"name": user.name, "when": when()})
 
 
-def change_password(settings: Settings, store: Store, user: User, current: str, new: str) -> Mail:
-    """Raises InvalidCredentials (wrong current password) or InvalidInput (weak new one).
-    Every session and refresh token is revoked; the caller gives this browser a new session."""
-    users.authenticate(user.email, current)
+def change_password(settings: Settings, store: Store, user: User, current: str, new: str, *,
+                    ip: str | None = None, user_agent: str | None = None) -> Mail:
+    """Raises InvalidInput (weak new password), RateLimited or InvalidCredentials
+    (check_password_again: the current one). Every session and refresh token is revoked; the
+    caller gives this browser a new session."""
+    # The new password first: a weak one is refused without using up a try of the current one.
     check_new_password(new, email=user.email, min_length=settings.password_min_length)
+    check_password_again(store, user, current, event="password_change", ip=ip, user_agent=user_agent)
     _store_password(user, new)
     revoke_everything(settings, store, user.id)
     audit.record_event("password_change", "success", user_id=user.id, email=user.email, reason="account_page")
@@ -208,14 +228,16 @@ def _session_view(session: dict) -> dict:
     return {k: session[k] for k in keep if k in session}
 
 
-def delete_account(settings: Settings, store: Store, user: User, password: str) -> Mail:
-    """Delete the account after checking its password (raises InvalidCredentials)."""
-    users.authenticate(user.email, password)
+def delete_account(settings: Settings, store: Store, user: User, password: str, *, ip: str | None = None,
+                   user_agent: str | None = None) -> Mail:
+    """Delete the account after checking its password (check_password_again: raises
+    RateLimited or InvalidCredentials)."""
+    check_password_again(store, user, password, event="account_delete", ip=ip, user_agent=user_agent)
     mail = Mail(user.email, "account_deleted", {"name": user.name, "when": when()})
     users.delete_user(user, store=store, refresh_token_ttl=settings.refresh_token_ttl)
     return mail
 
 
-__all__ = ["InvalidCredentials", "Mail", "RateLimited", "check_rate", "check_signup", "sign_up", "verify_email",
-           "verification_mail", "reset_mail", "reset_password", "change_password", "export_user",
-           "delete_account", "revoke_everything"]
+__all__ = ["InvalidCredentials", "Mail", "RateLimited", "check_rate", "check_password_again", "check_signup",
+           "sign_up", "verify_email", "verification_mail", "reset_mail", "reset_password", "change_password",
+           "export_user", "delete_account", "revoke_everything"]

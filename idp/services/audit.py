@@ -6,7 +6,8 @@ Events and results in use:
     login            success | failure (reason: bad_password, unknown_email, disabled, locked)
     lockout          failure (reason: the lock duration)
     logout           success (reason: rp_initiated, account_page, everywhere, admin_disable, ...)
-    password_change  success
+    password_change  success | failure (reason: bad_password, the current one on the account page)
+    account_delete   success | failure (reason: bad_password)
     new_device_mail  success | failure
 
 Rows are written in their own short transaction (committed at once): an audit record must

@@ -59,7 +59,8 @@ def test_change_password_needs_the_current_one_and_revokes_other_sessions(app, c
     with app.app_context():
         authenticate("alice@example.com", NEW)
         assert db.session.scalar(select(RefreshToken.revoked_at).limit(1)) is not None
-        assert db.session.scalar(select(AuthEvent.reason).where(AuthEvent.event == "password_change")) == "account_page"
+        assert db.session.scalar(select(AuthEvent.reason).where(AuthEvent.event == "password_change",
+                                                                AuthEvent.result == "success")) == "account_page"
     silent = auth_params(client_id, prompt="none")
     assert query(other_browser.get("/authorize", query_string=silent).headers["Location"])["error"] == "login_required"
     # This browser got a fresh session.
@@ -113,3 +114,53 @@ def test_delete_needs_the_password_then_revokes_everything(app, client, mailbox)
     assert introspected.get_json() == {"active": False}
     assert client.get("/account/export").status_code == 401
     sent_mail(mailbox, "alice@example.com", "account was deleted")
+
+
+def _bad_password_events(app, event: str) -> list[AuthEvent]:
+    with app.app_context():
+        return list(db.session.scalars(select(AuthEvent).where(AuthEvent.event == event, AuthEvent.result == "failure",
+                                                               AuthEvent.reason == "bad_password")))
+
+
+def test_wrong_current_passwords_on_change_password_are_limited_and_audited(app, client):
+    """A stolen session is no password oracle: 5 tries per 15 minutes per user
+    (services.accounts.check_password_again, as for removing the last second factor), then
+    429 with Retry-After even for the right password; every wrong one is in auth_events."""
+    _signed_in(app, client)
+    fields = form_fields(client.get("/account/password").get_data(as_text=True))
+    for i in range(5):
+        wrong = client.post("/account/password", data={**fields, "current_password": f"guess {i}", "password": NEW})
+        assert wrong.status_code == 400 and 'id="current-error"' in wrong.get_data(as_text=True)
+    refused = client.post("/account/password", data={**fields, "current_password": PASSWORD, "password": NEW})
+    assert refused.status_code == 429 and 1 <= int(refused.headers["Retry-After"]) <= 900
+    with app.app_context():
+        authenticate("alice@example.com", PASSWORD)  # unchanged
+    events = _bad_password_events(app, "password_change")
+    assert len(events) == 5 and all(e.user_id and e.ip == "127.0.0.1" for e in events)
+
+
+def test_wrong_passwords_on_delete_share_the_budget_and_the_account_stays(app, client):
+    _signed_in(app, client)
+    change = form_fields(client.get("/account/password").get_data(as_text=True))
+    for i in range(3):
+        assert client.post("/account/password", data={**change, "current_password": f"guess {i}",
+                                                      "password": NEW}).status_code == 400
+    fields = form_fields(client.get("/account/delete").get_data(as_text=True))
+    for i in range(2):
+        assert client.post("/account/delete", data={**fields, "password": f"guess {i}"}).status_code == 400
+    refused = client.post("/account/delete", data={**fields, "password": PASSWORD})
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert "Too many attempts" in refused.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.scalar(select(User).where(User.email == "alice@example.com")) is not None
+    assert len(_bad_password_events(app, "account_delete")) == 2
+
+
+def test_a_weak_new_password_does_not_use_up_a_try(app, client):
+    _signed_in(app, client)
+    fields = form_fields(client.get("/account/password").get_data(as_text=True))
+    for _ in range(6):
+        weak = client.post("/account/password", data={**fields, "current_password": "wrong", "password": "12345678"})
+        assert weak.status_code == 400 and 'id="password-error"' in weak.get_data(as_text=True)
+    done = client.post("/account/password", data={**fields, "current_password": PASSWORD, "password": NEW})
+    assert done.status_code == 200

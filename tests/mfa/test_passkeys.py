@@ -242,3 +242,19 @@ def test_password_re_entry_for_the_last_factor_is_rate_limited(pk_client, authen
     locked = pk_client.post(f"/account/passkeys/{row.id}/remove",
                             data={"csrf_token": csrf, "password": "correct horse battery staple"})
     assert locked.status_code == 429 and int(locked.headers["Retry-After"]) > 0 and len(_rows()) == 1
+
+
+def test_the_password_re_entry_budget_is_shared_with_the_account_forms(pk_client, authenticator):
+    """One budget per user for every password re-entry (services.accounts.check_password_again):
+    guesses on /account/password leave none for removing the last passkey."""
+    from tests.factories import PASSWORD, form_fields
+
+    signed_in_with_passkey(pk_client, authenticator)
+    [row] = _rows()
+    fields = form_fields(pk_client.get("/account/password").get_data(as_text=True))
+    for i in range(5):
+        assert pk_client.post("/account/password", data={**fields, "current_password": f"guess {i}",
+                                                         "password": "a brand new passphrase"}).status_code == 400
+    locked = pk_client.post(f"/account/passkeys/{row.id}/remove",
+                            data={"csrf_token": account_csrf(pk_client), "password": PASSWORD})
+    assert locked.status_code == 429 and len(_rows()) == 1

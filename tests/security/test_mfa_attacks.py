@@ -727,6 +727,54 @@ def test_concurrent_step_ups_of_one_session_upgrade_it_once(app, live):
     assert len(live_sessions) == 1 and live_sessions[0]["acr"] == "urn:idp:acr:mfa", live_sessions
 
 
+def _live_account(url: str, secret: str) -> requests.Session:
+    """alice signed in on the live server's account page (password + TOTP)."""
+    browser = requests.Session()
+    page = browser.get(url + "/account/login", timeout=10)
+    browser.post(url + "/account/login", data={**form_fields(page.text), "email": "alice@example.com",
+                                               "password": PASSWORD}, allow_redirects=False, timeout=10)
+    fields = form_fields(browser.get(url + "/login/mfa/totp", timeout=10).text)
+    assert browser.post(url + "/login/mfa/totp", data={**fields, "code": code_at(secret)}, allow_redirects=False,
+                        timeout=10).status_code == 302
+    return browser
+
+
+@pytest.mark.timeout(180)
+def test_a_totp_app_and_a_passkey_removed_at_once_never_both_go_without_the_password(app, live):
+    """Issue 5: the TOTP and passkey removals take the same per-user factor_change_lock and
+    count every kind of factor inside it, so one of two concurrent removals of a user's last
+    two factors asks for the password (or answers 409), never both remove."""
+    import secrets as _secrets
+
+    from idp.mfa import totp
+    from idp.storage.passkey_models import WebAuthnCredential
+
+    user_id, secret, _, _ = _setup(app)
+    browser = _live_account(live.url, secret)
+    sid = _session_of(app, browser.cookies["idp_session"])["sid"]
+    tokens = {"totp": csrf_token("mfa-account", sid), "passkey": csrf_token("account", sid)}
+    for attempt in range(15):
+        db.session.query(TotpFactor).filter_by(user_id=user_id).delete()
+        db.session.query(WebAuthnCredential).filter_by(user_id=user_id).delete()
+        totp_id = totp.create_factor(kek(app), user_id, totp.new_secret(), f"app {attempt}").id
+        passkey = WebAuthnCredential(user_id=user_id, credential_id=_secrets.token_urlsafe(16),
+                                     user_handle=_secrets.token_bytes(32), public_key=b"k", aaguid="0" * 36,
+                                     name=f"key {attempt}")
+        db.session.add(passkey)
+        db.session.commit()
+        paths = [(f"/account/mfa/totp/{totp_id}/remove", tokens["totp"]),
+                 (f"/account/passkeys/{passkey.id}/remove", tokens["passkey"])]
+        statuses = sorted(r.status_code for r in _race([
+            lambda p=p, t=t: browser.post(live.url + p, data={"csrf_token": t}, allow_redirects=False, timeout=30)
+            for p, t in paths]))
+        # 302 removed; 400 (TOTP) or 200 (passkey confirmation page): "enter your password"; 409 busy.
+        assert statuses in ([200, 302], [302, 400], [302, 409], [200, 409], [400, 409], [409, 409]), statuses
+        db.session.remove()
+        left = (db.session.query(TotpFactor).filter_by(user_id=user_id).count()
+                + db.session.query(WebAuthnCredential).filter_by(user_id=user_id).count())
+        assert left >= 1, f"round {attempt}: both factors removed, none with the password ({statuses})"
+
+
 def test_flow_module_rejects_oversized_pending_cookies(app):
     with app.test_request_context("/", headers={"Cookie": "idp_mfa=" + "a" * 65}):
         assert flow.load_pending() == (None, None)
