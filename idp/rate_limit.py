@@ -6,8 +6,9 @@
 
 Only POSTs are counted (the attempts: a password, a sign-up, a reset request, a token
 request); showing a form is free. Past the limit: 429 Too Many Requests with Retry-After
-(RFC 6585 §4), as JSON `invalid_request` on the API endpoints (RFC 6749 §5.2 has no
-rate-limit code; clients read the status and Retry-After) and as the error page elsewhere.
+(RFC 6585 §4), as JSON `invalid_request` on the API endpoints and the passkey JSON endpoints
+(RFC 6749 §5.2 has no rate-limit code; clients and static/passkey.js read the status and
+Retry-After) and as the error page elsewhere.
 The client IP is `request.remote_addr`, which ProxyFix sets from X-Forwarded-For only for
 IDP_TRUSTED_PROXY_HOPS trusted proxies.
 """
@@ -23,7 +24,9 @@ from .services.protection import RateLimited, check_rate_limit
 JSON_ENDPOINTS = {"token"}
 
 
-def rate_limited(name: str):
+def rate_limited(name: str, as_json: bool = False):
+    """Count the POST against the per-IP limit `name`; past it, answer 429 (JSON for the API
+    endpoints and for views that answer JSON, `as_json`, whose scripts read no HTML)."""
     def decorate(view):
         @wraps(view)
         def wrapper(*args, **kwargs):
@@ -32,7 +35,7 @@ def rate_limited(name: str):
                 try:
                     check_rate_limit(idp.store, idp.settings, name, request.remote_addr)
                 except RateLimited as exc:
-                    return too_many_requests(exc.retry_after, as_json=name in JSON_ENDPOINTS)
+                    return too_many_requests(exc.retry_after, as_json=as_json or name in JSON_ENDPOINTS)
             return view(*args, **kwargs)
         return wrapper
     return decorate

@@ -60,7 +60,7 @@ def _first_factor_context(fields) -> tuple[str, str, str, dict] | None:
 
 
 @bp.post("/login/passkey/options")
-@rate_limited("login")
+@rate_limited("login", as_json=True)  # the same budget as the sign-in forms; the script reads JSON
 def login_options():
     try:
         context = _first_factor_context(read_json())

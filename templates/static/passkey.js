@@ -63,6 +63,13 @@
       headers: { "Content-Type": "application/json", "Accept": "application/json", "X-CSRF-Token": csrf },
       body: JSON.stringify(body),
     });
+    if (response.status === 429) {  // a rate limit (RFC 6585 §4): say how long to wait
+      const wait = parseInt(response.headers.get("Retry-After") || "", 10);
+      const minutes = Math.ceil(wait / 60);
+      throw new Error("Too many attempts. " + (!(wait > 0) ? "Try again later."
+        : wait < 60 ? "Try again in " + wait + " seconds."
+          : "Try again in " + minutes + (minutes > 1 ? " minutes." : " minute.")));
+    }
     const data = await response.json().catch(() => ({}));
     if (!response.ok) {
       throw new Error(data.error_description || "The request failed (" + response.status + ").");

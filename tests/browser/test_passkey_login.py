@@ -185,3 +185,21 @@ def test_synced_passkey_is_swk_and_signs_in_to_the_account_page(app, localhost_s
         page.get_by_role("button", name="Sign in with a passkey").click()
     claims = _id_token_claims(page, server, client_id, secret, callback.value.url, verifier)
     assert claims["amr"] == ["swk", "mfa"] and claims["acr"] == "urn:idp:acr:mfa"
+
+
+def test_a_rate_limited_passkey_sign_in_says_how_long_to_wait(app, localhost_server, page):
+    """A 429 from /login/passkey/options (the per-IP sign-in limit, RFC 6585 §4) is a readable
+    message with the Retry-After time, not "The request failed (429)". The answer is faked here
+    (the shared server's real budget stays untouched; tests/security/test_rate_limits.py checks
+    the server's JSON 429)."""
+    with app.app_context():
+        client_id, _ = make_client()
+    page.route("**/login/passkey/options", lambda route: route.fulfill(
+        status=429, headers={"Retry-After": "120", "Content-Type": "application/json"},
+        body='{"error": "invalid_request", "error_description": "Too many requests; retry later."}'))
+    url, _, _ = _authorize(localhost_server, client_id)
+    _goto(page, url)
+    page.get_by_role("button", name="Sign in with a passkey").click()
+    page.get_by_text("Too many attempts. Try again in 2 minutes.").wait_for()
+    page.shot("passkey-rate-limited")
+    assert page.get_by_role("button", name="Sign in with a passkey").is_enabled()

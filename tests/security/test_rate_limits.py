@@ -46,6 +46,21 @@ def test_token_endpoint_answers_429_with_retry_after_past_the_limit(limited):
     assert other.status_code == 200
 
 
+def test_passkey_options_past_the_sign_in_limit_answer_json_429(limited):
+    """/login/passkey/options shares the sign-in budget; static/passkey.js reads JSON there."""
+    client = limited.test_client()
+    for _ in range(3):
+        assert client.post("/login/passkey/options", json={"account": 1}).status_code == 400
+    refused = client.post("/login/passkey/options", json={"account": 1})
+    assert refused.status_code == 429 and refused.mimetype == "application/json"
+    assert refused.get_json()["error"] == "invalid_request"
+    assert 1 <= int(refused.headers["Retry-After"]) <= 30
+    assert refused.headers["Cache-Control"] == "no-store"
+    # The form POST that finishes the ceremony keeps the error page.
+    page = client.post("/login/passkey", data={"account": "1", "credential": "{}"})
+    assert page.status_code == 429 and page.mimetype == "text/html"
+
+
 def test_login_form_is_limited_per_ip_and_showing_it_is_free(limited):
     make_user()
     client = limited.test_client()
