@@ -63,8 +63,10 @@ def _page(template: str, status: int = 200, **context):
 
 def summary(user: User) -> dict:
     """What the account page shows about two-step verification."""
-    return {"factors": totp.list_factors(user.id), "recovery_left": recovery.remaining(user.id),
-            "trusted_browsers": len(trusted.list_trusted(user.id))}
+    from .passkeys import count_passkeys
+
+    return {"factors": totp.list_factors(user.id), "passkeys": count_passkeys(user.id),
+            "recovery_left": recovery.remaining(user.id), "trusted_browsers": len(trusted.list_trusted(user.id))}
 
 
 @bp.get("/account/mfa")
