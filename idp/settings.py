@@ -125,9 +125,6 @@ _ENV = [
     # SAML federation (idp/federation): allowed clock skew, background IdP metadata refresh.
     ("saml_clock_skew", "IDP_SAML_CLOCK_SKEW", int),
     ("saml_metadata_refresh_ttl", "IDP_SAML_METADATA_REFRESH_TTL", int),
-    # SAML federation (idp/federation): allowed clock skew, background IdP metadata refresh.
-    ("saml_clock_skew", "IDP_SAML_CLOCK_SKEW", int),
-    ("saml_metadata_refresh_ttl", "IDP_SAML_METADATA_REFRESH_TTL", int),
     ("smtp_url", "IDP_SMTP_URL", str),
     ("smtp_ca_file", "IDP_SMTP_CA_FILE", str),
     ("mail_from", "IDP_MAIL_FROM", str),
@@ -197,10 +194,6 @@ class Settings:
     mfa_required_roles: str | None = None
     mfa_pending_ttl: int = 600
     trusted_browser_ttl: int = 30 * 86400
-    # SAML: seconds of clock skew allowed on IdP timestamps (per connection: --clock-skew); how
-    # often one node fetches IdP metadata from its URL again (0: only by `idp saml refresh-metadata`).
-    saml_clock_skew: int = 120
-    saml_metadata_refresh_ttl: int = 3600
     # SAML: seconds of clock skew allowed on IdP timestamps (per connection: --clock-skew); how
     # often one node fetches IdP metadata from its URL again (0: only by `idp saml refresh-metadata`).
     saml_clock_skew: int = 120
@@ -333,8 +326,6 @@ class Settings:
             raise SettingsError("IDP_SMTP_URL must start with smtp://, smtp+starttls:// or smtps://")
         if self.smtp_url or self.smtp_ca_file:
             _check_smtp(self.smtp_url, self.smtp_ca_file)
-        if not 0 <= self.saml_clock_skew <= 900 or self.saml_metadata_refresh_ttl < 0:
-            raise SettingsError("IDP_SAML_CLOCK_SKEW must be 0..900, IDP_SAML_METADATA_REFRESH_TTL >= 0")
         if not 0 <= self.saml_clock_skew <= 900 or self.saml_metadata_refresh_ttl < 0:
             raise SettingsError("IDP_SAML_CLOCK_SKEW must be 0..900, IDP_SAML_METADATA_REFRESH_TTL >= 0")
         if self.log_format not in (None, "text", "json"):

@@ -21,8 +21,7 @@ from ..errors import InvalidCredentials
 from ..interaction.web import check_csrf, csrf_token, current_session
 from ..protocol.authorize import error_page
 from ..protocol.params import malformed_reason
-from ..services import audit, users
-from ..services.accounts import RateLimited, check_rate
+from ..services.accounts import RateLimited, check_password_again
 from ..storage.mfa_models import TotpFactor
 from ..storage.models import User, db
 from . import recovery, totp, trusted
@@ -32,7 +31,6 @@ from .views import kek
 
 bp = Blueprint("mfa_account", __name__)
 
-REAUTH_LIMIT, REAUTH_WINDOW = 5, 900  # password re-entries per user before removing the last factor
 NOTICES = {"renamed": "The authenticator app was renamed.", "removed": "The authenticator app was removed.",
            "forgotten": "Every trusted browser must pass two-step verification again."}
 
@@ -159,18 +157,18 @@ def _remove_totp(session: dict, user: User, factor_id: str):
 
 
 def _reauthenticate(session: dict, user: User):
-    """Turning two-step verification off: the password again, REAUTH_LIMIT tries per
-    REAUTH_WINDOW (a stolen session must not become a password oracle). None when it is right."""
+    """Turning two-step verification off: the password again, within the one re-authentication
+    budget every sensitive account change shares (services/accounts.py), so that a stolen
+    session is no password oracle. None when it is right."""
     error, status, headers = "Enter your password to remove your last second factor.", 400, {}
     try:
-        check_rate(_idp().store, "mfa-reauth:" + user.id, REAUTH_LIMIT, REAUTH_WINDOW)
-        users.authenticate(user.email, request.form.get("password", ""))
+        check_password_again(_idp().store, user, request.form.get("password", ""), event="mfa_remove",
+                             ip=request.remote_addr, user_agent=request.user_agent.string or None)
         return None
     except RateLimited as exc:
         error, status, headers = "Too many attempts. Try again later.", 429, {"Retry-After": str(exc.retry_after)}
     except InvalidCredentials:
-        audit.record_event("mfa_remove", "failure", user_id=user.id, reason="bad_password", ip=request.remote_addr,
-                           user_agent=request.user_agent.string or None)
+        pass
     response = _page("mfa/manage.html", status, user=user, csrf_token=csrf_token("mfa-account", session["sid"]),
                      error=error, **summary(user))
     response.headers.update(headers)
