@@ -17,11 +17,11 @@ call `refresh_due()`.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 
 from sqlalchemy import select
 
+from .. import background
 from ..errors import InvalidInput
 from ..storage.federation_models import SamlConnection
 from ..storage.models import db
@@ -57,37 +57,23 @@ def refresh_due(store, interval_ttl: int) -> list[str] | None:
     return names
 
 
-_thread: dict = {"pid": None, "thread": None, "stop": None}
-_thread_lock = threading.Lock()
+THREAD = "saml-metadata-refresh"
 
 
 def ensure_refresher(app) -> None:
-    """Start this process's refresh thread if it is not running (gunicorn forks workers: the
-    pid tells a fresh process)."""
+    """Start this process's refresh thread if it is not running (idp/background.py)."""
     settings = app.extensions["idp"].settings
     if settings.testing or settings.saml_metadata_refresh_ttl <= 0:
         return
-    if _thread["pid"] == os.getpid() and _thread["thread"] is not None and _thread["thread"].is_alive():
-        return
-    with _thread_lock:
-        if _thread["pid"] == os.getpid() and _thread["thread"] is not None and _thread["thread"].is_alive():
-            return
-        stop = threading.Event()
-        thread = threading.Thread(target=_run, args=(app, stop), name="saml-metadata-refresh", daemon=True)
-        _thread.update(pid=os.getpid(), thread=thread, stop=stop)
-        thread.start()
+    background.ensure_thread(THREAD, _run, app)
 
 
 def stop_refresher() -> None:
     """Stop this process's thread (tests; a server process just exits)."""
-    with _thread_lock:
-        if _thread["stop"] is not None:
-            _thread["stop"].set()
-            _thread["thread"].join(5)
-        _thread.update(pid=None, thread=None, stop=None)
+    background.stop_thread(THREAD)
 
 
-def _run(app, stop: threading.Event) -> None:
+def _run(stop: threading.Event, app) -> None:
     while not stop.wait(POLL_TTL):
         with app.app_context():
             try:

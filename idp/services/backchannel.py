@@ -24,7 +24,6 @@ processed it can recognise the replay.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import threading
 import time
@@ -35,6 +34,7 @@ from urllib.parse import urlencode
 
 from sqlalchemy import func, or_, select, update
 
+from .. import background
 from ..storage.models import Client, db, utcnow
 from ..storage.security_models import BackchannelDelivery
 from .tokens import sign_jwt
@@ -165,27 +165,19 @@ def status(client_id: str) -> dict:
 # --- the delivery thread (one per process) ----------------------------------------------------
 
 _wake = threading.Event()
-_worker: dict = {"pid": None, "thread": None}
-_worker_lock = threading.Lock()
+THREAD = "backchannel-logout"
 
 
 def ensure_worker(app) -> None:
-    """Start this process's delivery thread if it is not running (gunicorn forks workers:
-    the pid tells a fresh process). Not in tests: they call deliver_due() directly."""
+    """Start this process's delivery thread if it is not running (idp/background.py). Not in
+    tests: they call deliver_due() directly."""
     if app.extensions["idp"].settings.testing:
         return
-    if _worker["pid"] == os.getpid() and _worker["thread"] is not None and _worker["thread"].is_alive():
-        return
-    with _worker_lock:
-        if _worker["pid"] == os.getpid() and _worker["thread"] is not None and _worker["thread"].is_alive():
-            return
-        thread = threading.Thread(target=_run, args=(app,), name="backchannel-logout", daemon=True)
-        _worker.update(pid=os.getpid(), thread=thread)
-        thread.start()
+    background.ensure_thread(THREAD, _run, app)
 
 
-def _run(app) -> None:
-    while True:
+def _run(stop: threading.Event, app) -> None:
+    while not stop.is_set():
         _wake.wait(POLL_TTL)
         _wake.clear()
         with app.app_context():

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from idp import background
 from idp.federation import connections, metadata_refresh
 from idp.services import backchannel
 from idp.settings import Settings, SettingsError
@@ -84,7 +85,7 @@ def test_unreachable_url_keeps_the_last_good_copy(app, served):
 def test_interval_zero_never_fetches_and_no_thread_in_tests(app, served):
     assert refresh(app, interval=0) is None and served.hits == 0
     metadata_refresh.ensure_refresher(app)  # Settings.testing: tests drive refresh_due themselves
-    assert metadata_refresh._thread["thread"] is None or metadata_refresh._thread["pid"] is None
+    assert not background.is_running(metadata_refresh.THREAD)
 
 
 def test_the_running_server_refreshes_in_the_background(app, served, monkeypatch):
