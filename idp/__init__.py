@@ -27,6 +27,7 @@ def create_app(settings: Settings | None = None, migrations: bool = True) -> Fla
     """settings -> extensions -> blueprints -> error handlers -> CLI.
 
     `migrations=False` (the web server, wsgi.py) leaves Alembic out: ~10 MB less per worker."""
+    from . import memory
     from .errors_http import init_error_handlers
     from .extensions import Idp
     from .health import bp as health_bp
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None, migrations: bool = True) -> Fla
     app.extensions["idp"] = Idp(settings=settings, store=store, keyring=keyring)
 
     init_request_logging(app)
+    memory.init_app(app)
     init_security_headers(app, https=settings.cookie_secure)
     app.register_blueprint(health_bp)
     _init_protocol(app)
