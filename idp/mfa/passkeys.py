@@ -34,17 +34,8 @@ import secrets
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import webauthn
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from webauthn.helpers import exceptions as webauthn_errors
-from webauthn.helpers.structs import (
-    AuthenticatorSelectionCriteria,
-    CredentialDeviceType,
-    PublicKeyCredentialDescriptor,
-    ResidentKeyRequirement,
-    UserVerificationRequirement,
-)
 
 from ..errors import Conflict, IdpError, InvalidInput, NotFound
 from ..jsonsafe import loads_untrusted
@@ -152,7 +143,16 @@ def _b64(data: bytes) -> str:
 
 
 def _unb64(text: str) -> bytes:
-    return webauthn.base64url_to_bytes(text)
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _webauthn():
+    """py_webauthn and what it pulls in (cbor2, pyOpenSSL: about 6 MB per worker) load at the
+    first passkey ceremony, not in every worker at start."""
+    import webauthn
+    from webauthn.helpers import exceptions, structs
+
+    return webauthn, exceptions, structs
 
 
 def _user_handle(user_id: str) -> bytes:
@@ -164,6 +164,7 @@ def _user_handle(user_id: str) -> bytes:
 def begin_registration(store: Store, rp: RelyingParty, user: User, binding: str) -> str:
     """Options for navigator.credentials.create(), as JSON. The challenge is kept for
     CHALLENGE_TTL seconds under `binding` (the SSO session id). Raises Conflict past MAX_PASSKEYS."""
+    webauthn, webauthn_errors, structs = _webauthn()
     existing = list_passkeys(user.id)
     if len(existing) >= MAX_PASSKEYS:
         raise Conflict(f"You can register at most {MAX_PASSKEYS} passkeys. Remove one first.")
@@ -173,10 +174,10 @@ def begin_registration(store: Store, rp: RelyingParty, user: User, binding: str)
         user_display_name=user.name or user.email, timeout=TIMEOUT_MS,
         # Discoverable ("resident") so that the passkey also works without typing the email;
         # user verification preferred: with it, a passwordless sign-in is multi-factor.
-        authenticator_selection=AuthenticatorSelectionCriteria(
-            resident_key=ResidentKeyRequirement.REQUIRED, user_verification=UserVerificationRequirement.PREFERRED),
+        authenticator_selection=structs.AuthenticatorSelectionCriteria(
+            resident_key=structs.ResidentKeyRequirement.REQUIRED, user_verification=structs.UserVerificationRequirement.PREFERRED),
         # §5.4.3 excludeCredentials: the same authenticator is not registered twice.
-        exclude_credentials=[PublicKeyCredentialDescriptor(id=_unb64(c.credential_id)) for c in existing])
+        exclude_credentials=[structs.PublicKeyCredentialDescriptor(id=_unb64(c.credential_id)) for c in existing])
     store.set_json("passkey-register:" + binding, {"challenge": _b64(options.challenge), "user_id": user.id,
                                                    "user_handle": _b64(handle)}, CHALLENGE_TTL)
     return webauthn.options_to_json(options)
@@ -186,6 +187,7 @@ def finish_registration(store: Store, rp: RelyingParty, user: User, binding: str
                         name: str | None, attachment_hint: str | None = None) -> WebAuthnCredential:
     """Verify the browser's answer and store the passkey. Raises PasskeyRejected (expired,
     replayed or invalid answer), Conflict (already registered), InvalidInput (bad name)."""
+    webauthn, webauthn_errors, structs = _webauthn()
     name = check_name(name) if name and name.strip() else None
     state = store.take_json("passkey-register:" + binding)
     if not state or state.get("user_id") != user.id:
@@ -204,7 +206,7 @@ def finish_registration(store: Store, rp: RelyingParty, user: User, binding: str
         public_key=verified.credential_public_key, sign_count=verified.sign_count,
         transports=[t for t in transports if isinstance(t, str)][:8] if isinstance(transports, list) else [],
         aaguid=verified.aaguid, attachment=attachment_hint if attachment_hint in ("platform", "cross-platform")
-        else None, backup_eligible=verified.credential_device_type == CredentialDeviceType.MULTI_DEVICE,
+        else None, backup_eligible=verified.credential_device_type == structs.CredentialDeviceType.MULTI_DEVICE,
         backed_up=verified.credential_backed_up, name=name or _default_name(user.id))
     db.session.add(row)
     try:
@@ -225,10 +227,11 @@ def begin_authentication(store: Store, rp: RelyingParty, binding: str, user: Use
     """Options for navigator.credentials.get(), as JSON. With `user` (second factor), the
     user's passkeys are listed in allowCredentials; without (passwordless), the browser offers
     the discoverable ones and user verification is required."""
-    allow = [PublicKeyCredentialDescriptor(id=_unb64(c.credential_id)) for c in list_passkeys(user.id)] if user else []
+    webauthn, webauthn_errors, structs = _webauthn()
+    allow = [structs.PublicKeyCredentialDescriptor(id=_unb64(c.credential_id)) for c in list_passkeys(user.id)] if user else []
     options = webauthn.generate_authentication_options(
         rp_id=rp.rp_id, timeout=TIMEOUT_MS, allow_credentials=allow,
-        user_verification=UserVerificationRequirement.PREFERRED if user else UserVerificationRequirement.REQUIRED)
+        user_verification=structs.UserVerificationRequirement.PREFERRED if user else structs.UserVerificationRequirement.REQUIRED)
     store.set_json("passkey-auth:" + binding, {"challenge": _b64(options.challenge),
                                                "user_id": user.id if user else None}, CHALLENGE_TTL)
     return webauthn.options_to_json(options)
@@ -252,6 +255,7 @@ def finish_authentication(store: Store, rp: RelyingParty, binding: str, credenti
     With `user`, the passkey must be one of theirs; without, the response's user handle must
     match the passkey's (§7.2 step 6) and the user must have been verified. Raises
     PasskeyRejected. Atomic: the challenge is taken once; the sign count only moves forward."""
+    webauthn, webauthn_errors, structs = _webauthn()
     state = store.take_json("passkey-auth:" + binding)
     if not state or state.get("user_id") != (user.id if user else None):
         raise PasskeyRejected("The passkey request expired. Try again.")

@@ -18,7 +18,6 @@ import secrets
 import time
 
 import pyotp
-import segno
 from sqlalchemy import func, select
 
 from ..services.keys import decrypt_private_key, encrypt_private_key
@@ -43,6 +42,8 @@ def provisioning_uri(secret: str, account: str, issuer: str) -> str:
 
 def qr_svg(uri: str) -> str:
     """The QR code as inline SVG, made here: no external service sees the secret."""
+    import segno  # only enrolment pages draw QR codes: not loaded in every worker
+
     return segno.make(uri, error="m").svg_inline(scale=4, dark="#000", light="#fff")
 
 
