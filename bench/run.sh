@@ -9,6 +9,7 @@
 # env: ROUNDS=3 DURATION=10 (s per endpoint cell) CONNS=16 (wrk connections, may be a list "16 64")
 #      THREADS=2 (wrk threads) WARMUP=1 (s per endpoint before each server's round, not counted)
 #      LOGIN_CONNS=$CONNS LOGIN_DURATION=$DURATION LOGIN_COUNT=5000 (logins.py bounds)
+#      RSS_IDLE_WAIT=3 (s after the load before RSS is read a second time)
 #      BENCH_BACKEND=embedded|redis|postgres  (SQLite + SQL store | SQLite + private Redis |
 #                                              throwaway PostgreSQL cluster + private Redis)
 #      BENCH_PEER=auto|0  BENCH_IDP_ENV=production  PEERS_DIR=../shared/peers  BENCH_KEEP=1 (keep temp dir)
@@ -25,6 +26,7 @@ ROUNDS=${ROUNDS:-3}; DURATION=${DURATION:-10}; CONNS=${CONNS:-16}; THREADS=${THR
 WARMUP=${WARMUP:-1}
 LOGIN_CONNS=${LOGIN_CONNS:-${CONNS%% *}}; LOGIN_DURATION=${LOGIN_DURATION:-$DURATION}
 LOGIN_COUNT=${LOGIN_COUNT:-5000}
+RSS_IDLE_WAIT=${RSS_IDLE_WAIT:-3}
 BACKEND=${BENCH_BACKEND:-embedded}
 IDP_ENV_BENCH=${BENCH_IDP_ENV:-production}
 T_START=$(date +%s)
@@ -396,6 +398,11 @@ round_ours() {
   local rss; rss=$("$PY" bench/tools.py rss "$GUNI_PID")
   echo "rss: $rss"
   echo "$rss" | tag ours "$r" >>"$WORK/rss.jsonl"
+  # And once the workers have been idle for a moment (idp/memory.py gives the hash buffers back).
+  sleep "$RSS_IDLE_WAIT"
+  rss=$("$PY" bench/tools.py rss "$GUNI_PID")
+  echo "rss after ${RSS_IDLE_WAIT}s idle: $rss"
+  echo "$rss" | tag ours "$r" >>"$WORK/rss_idle.jsonl"
   stop_ours
 }
 

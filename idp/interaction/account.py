@@ -155,8 +155,11 @@ def end_session():
         audit.record_event("logout", "success", user_id=user.id, reason="account_page", **_client_info())
     then = url_for("account.account_login", done="signed_out") if sid == session["sid"] else \
         url_for("account.account", done="ended")
-    # A session from a SAML IdP with single logout: the IdP is told too (idp/federation/slo_views.py).
-    response = federation.upstream_logout(ended, then) or redirect(then)
+    # This browser's session from a SAML IdP with single logout: the IdP is told too
+    # (idp/federation/slo_views.py). Not for another device's session: the redirect binding
+    # goes through the browser that holds the IdP session, and this one does not.
+    upstream = federation.upstream_logout(ended, then) if sid == session["sid"] else None
+    response = upstream or redirect(then)
     if sid == session["sid"]:
         clear_cookie(response, SESSION_COOKIE)
     return response

@@ -297,6 +297,22 @@ def test_account_page_end_session_tells_the_idp(app, alice):
     assert query(final.headers["Location"]) == {"done": "signed_out"}
 
 
+def test_ending_another_devices_session_does_not_send_this_browser_to_the_idp(app, test_idp, connection):
+    laptop, phone = LoggedIn(app, test_idp), LoggedIn(app, test_idp)
+    assert laptop.user_id == phone.user_id and laptop.live_sessions() == 2
+    with app.app_context():
+        store = app.extensions["idp"].store
+        mine = sessions.load_session(store, laptop.flow.browser.get_cookie("idp_session").value, 3600)["sid"]
+        [phone_sid] = [s["sid"] for s in sessions.list_sessions(store, phone.user_id) if s["sid"] != mine]
+    fields = form_fields(laptop.flow.browser.get("/account").get_data(as_text=True))
+    response = laptop.flow.browser.post("/account/sessions/end", data={"csrf_token": fields["csrf_token"],
+                                                                        "sid": phone_sid})
+    # The phone's session ends here; the laptop stays signed in and is not sent to the IdP.
+    assert response.status_code == 302 and response.headers["Location"] == "/account?done=ended"
+    assert "Refresh" not in response.headers and laptop.live_sessions() == 1
+    assert laptop.flow.browser.get("/account").status_code == 200
+
+
 def test_idp_without_slo_service_ends_sessions_but_gets_no_answer(app, test_idp):
     """A LogoutRequest from an IdP whose metadata lists no SingleLogoutService: the sessions end,
     the browser sees the logged-out page (never a redirect to its RelayState)."""
