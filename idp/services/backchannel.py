@@ -32,6 +32,7 @@ import urllib.request
 from datetime import timedelta
 from urllib.parse import urlencode
 
+from flask import current_app
 from sqlalchemy import func, or_, select, update
 
 from .. import background
@@ -59,8 +60,9 @@ def enqueue_logout(client_ids: list[str], *, sub: str, sid: str) -> list[Backcha
         uri = (client.client_metadata or {}).get("backchannel_logout_uri")
         if not uri:
             continue
-        claims = {"aud": client.client_id, "sub": sub, "sid": sid, "events": {EVENT: {}},
-                  "jti": secrets.token_urlsafe(16)}
+        # iss now: the issuer of the session's ID tokens (§2.4), whichever node delivers.
+        claims = {"iss": current_app.extensions["idp"].settings.issuer, "aud": client.client_id, "sub": sub,
+                  "sid": sid, "events": {EVENT: {}}, "jti": secrets.token_urlsafe(16)}
         rows.append(BackchannelDelivery(client_id=client.client_id, uri=uri, claims=claims))
     if rows:
         db.session.add_all(rows)
@@ -71,7 +73,8 @@ def enqueue_logout(client_ids: list[str], *, sub: str, sid: str) -> list[Backcha
 
 def logout_token(keyring, issuer: str, claims: dict) -> str:
     now = int(time.time())
-    return sign_jwt(keyring, {"iss": issuer, "iat": now, "exp": now + TOKEN_TTL, **claims}, typ="logout+jwt")
+    # Rows queued before iss was stored take this node's issuer.
+    return sign_jwt(keyring, {"iss": issuer, **claims, "iat": now, "exp": now + TOKEN_TTL}, typ="logout+jwt")
 
 
 # --- deliver ----------------------------------------------------------------------------------
@@ -81,12 +84,14 @@ def _due(now):
             or_(BackchannelDelivery.claimed_until.is_(None), BackchannelDelivery.claimed_until <= now))
 
 
-def claim_due(now=None, limit: int = BATCH) -> list[BackchannelDelivery]:
+def claim_due(now=None, limit: int = BATCH, issuer: str | None = None) -> list[BackchannelDelivery]:
     """Rows due now, each claimed by one conditional UPDATE: of concurrent workers exactly one
-    claims a given row."""
+    claims a given row. With `issuer`, only rows queued under that issuer: a node never signs a
+    logout token in the name of another issuer sharing the database."""
     now = now or utcnow()
-    ids = list(db.session.scalars(select(BackchannelDelivery.id).where(*_due(now))
-                                  .order_by(BackchannelDelivery.next_attempt_at).limit(limit)))
+    due = db.session.execute(select(BackchannelDelivery.id, BackchannelDelivery.claims).where(*_due(now))
+                             .order_by(BackchannelDelivery.next_attempt_at).limit(limit)).all()
+    ids = [row_id for row_id, claims in due if issuer is None or (claims or {}).get("iss", issuer) == issuer]
     db.session.commit()
     claimed = []
     for row_id in ids:
@@ -142,7 +147,7 @@ def deliver(row: BackchannelDelivery, keyring, issuer: str, retry_ttl: int, max_
 
 def deliver_due(keyring, settings, now=None) -> int:
     """Claim and deliver every due row; returns how many were attempted."""
-    rows = claim_due(now)
+    rows = claim_due(now, issuer=settings.issuer)
     for row in rows:
         deliver(row, keyring, settings.issuer, settings.backchannel_retry_ttl, settings.backchannel_max_attempts)
     return len(rows)

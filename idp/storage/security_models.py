@@ -50,7 +50,8 @@ class BackchannelDelivery(db.Model):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     client_id: Mapped[str] = mapped_column(ForeignKey("clients.client_id", ondelete="CASCADE"), index=True)
     uri: Mapped[str] = mapped_column(Text)
-    # Logout token claims without iss/iat/exp (added, and signed, at each attempt).
+    # Logout token claims without iat/exp (added, and signed, at each attempt); iss is that of the
+    # session (older rows have none: the delivering node's issuer is used).
     claims: Mapped[dict] = mapped_column(JSON)
     status: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)

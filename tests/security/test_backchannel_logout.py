@@ -183,6 +183,17 @@ def test_a_due_row_is_claimed_by_exactly_one_worker(ctx, rp_client):
     assert backchannel.claim_due() == []  # claimed: not due for another worker
 
 
+def test_a_node_delivers_only_the_logout_tokens_of_its_own_issuer(ctx, rp_server, rp_client):
+    cid, _ = rp_client
+    backchannel.enqueue_logout([cid], sub="u", sid="s")
+    [row] = _rows()
+    assert row.claims["iss"] == ISSUER  # the session's issuer, fixed when the session ended
+    # Another issuer sharing the database (a test server, a tenant) never signs it in its name.
+    assert backchannel.claim_due(issuer="https://other.example") == []
+    [claimed] = backchannel.claim_due(issuer=ISSUER)
+    assert claimed.id == row.id
+
+
 def test_clients_cli_registers_the_uri_and_shows_the_delivery_status(ctx, client, rp_server):
     runner = ctx.test_cli_runner()
     result = runner.invoke(cli, ["clients", "create", "--name", "BCL", "--redirect-uri", "http://127.0.0.1:9/cb",
