@@ -11,7 +11,7 @@ import pyotp
 
 from idp.mfa import totp
 from idp.settings import decode_kek
-from tests.factories import PASSWORD, exchange, form_fields, pkce_pair, query
+from tests.factories import PASSWORD, exchange, form_fields, make_user, pkce_pair, query
 from tests.factories import auth_params as _auth_params
 
 
@@ -78,3 +78,81 @@ def mailed_code(message) -> str:
     from tests.mailbox import body_text
 
     return re.search(r"\b(\d{6})\b", body_text(message)).group(1)
+
+
+# --- the account pages -------------------------------------------------------------------------
+
+def account_login(test_client, password: str = PASSWORD):
+    page = test_client.get("/account/login")
+    return test_client.post("/account/login", data={**form_fields(page.get_data(as_text=True)),
+                                                    "email": "alice@example.com", "password": password})
+
+
+def signed_in(app, test_client) -> str:
+    """Alice, made and signed in to the account page in `test_client`; returns her id."""
+    with app.app_context():
+        user_id = make_user().id
+    assert account_login(test_client).headers["Location"] == "/account"
+    return user_id
+
+
+def enrol_on_page(test_client, label: str = "Pixel") -> tuple[str, str]:
+    """Enrol an app through the pages; returns (secret, html of the answer)."""
+    page = test_client.get("/account/mfa/totp")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200 and "<svg" in html and page.headers["Cache-Control"] == "no-store"
+    secret = re.search(r'data-secret="([A-Z2-7]+)"', html).group(1)
+    done = test_client.post("/account/mfa/totp", data={**form_fields(html), "label": label,
+                                                       "code": pyotp.TOTP(secret).now()})
+    return secret, done.get_data(as_text=True)
+
+
+def shown_codes(html: str) -> list[str]:
+    """The recovery codes a page shows."""
+    return re.findall(r"<code>([0-9a-z]{5}-[0-9a-z]{5})</code>", html)
+
+
+def account_csrf(test_client) -> str:
+    return form_fields(test_client.get("/account/mfa").get_data(as_text=True))["csrf_token"]
+
+
+# --- what a change left behind: its mails and its audit rows ----------------------------------
+
+SECURITY_SUBJECT = "Your sign-in security settings changed"
+
+
+def quiet_mailbox(mailbox) -> None:
+    """Send what earlier tests queued, then empty the mailbox (the session mailbox is cleared
+    only after the tests that ask for it, and mails go out after the response)."""
+    from idp.interaction.accounts import drain_background
+
+    drain_background()
+    mailbox.clear()
+
+
+def changes_mailed(mailbox, to: str = "alice@example.com") -> list[str]:
+    """The sentence saying what changed, of every mail `to` got (sorted: two threads send
+    them). Every one of them must be the security-settings mail, greeting the user by name."""
+    from idp.interaction.accounts import drain_background
+    from tests.mailbox import body_text
+
+    drain_background()
+    changes = []
+    for message in mailbox.to(to):
+        assert (message["To"], message["Subject"]) == (to, SECURITY_SUBJECT)
+        hello, blank, what, *_ = body_text(message).splitlines()
+        assert (hello, blank) == ("Hello Alice Example,", "")
+        changes.append(what)
+    return sorted(changes)
+
+
+def mfa_events(user_id: str) -> list[tuple[str, str, str | None]]:
+    """(event, result, ip) of the user's audit rows about factors, oldest first."""
+    from sqlalchemy import select
+
+    from idp.storage.models import db
+    from idp.storage.security_models import AuthEvent
+
+    return [(row.event, row.result, row.ip) for row in db.session.scalars(
+        select(AuthEvent).where(AuthEvent.user_id == user_id, AuthEvent.event.startswith("mfa_", autoescape=True))
+        .order_by(AuthEvent.created_at))]

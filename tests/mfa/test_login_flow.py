@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import time
 
+from sqlalchemy import select
+
 from idp.mfa import recovery
 from idp.storage.models import Client, db
 from tests.factories import form_fields, make_client, make_user, query
 
 from .helpers import (
     auth_params,
+    changes_mailed,
     code_at,
     enrol_totp,
     finish,
     id_token_claims,
     kek,
     password_step,
+    quiet_mailbox,
     submit_code,
 )
 
@@ -105,9 +109,11 @@ def test_one_step_of_clock_skew_is_accepted_two_are_not(app, client):
 
 
 def test_recovery_code_signs_in_once_and_mails_the_user(app, client, mailbox):
-    from tests.accounts.conftest import sent_mail
+    from idp.storage.security_models import AuthEvent
+    from tests.mailbox import body_text
 
     client_id, client_secret, _ = _setup(app)
+    quiet_mailbox(mailbox)
     with app.app_context():
         from idp.storage.models import User
 
@@ -118,13 +124,16 @@ def test_recovery_code_signs_in_once_and_mails_the_user(app, client, mailbox):
     response = submit_code(client, "/login/mfa/recovery", codes[0].upper().replace("-", " "))
     claims = id_token_claims(client, client_id, client_secret, response, verifier)
     assert claims["acr"] == "urn:idp:acr:mfa" and "otp" in claims["amr"]
-    mail = sent_mail(mailbox, "alice@example.com", "security settings")
-    assert "recovery code was used" in mail.get_body(("plain",)).get_content()
+    assert changes_mailed(mailbox) == ["A recovery code was used to sign in."]
+    assert "You have 9 unused recovery codes left." in body_text(mailbox.to("alice@example.com")[0])
     other = app.test_client()
     password_step(other, auth_params(client_id)[0])
     assert submit_code(other, "/login/mfa/recovery", codes[0]).status_code == 401
     with app.app_context():
         assert recovery.remaining(user_id) == 9
+        used = select(AuthEvent.result).where(AuthEvent.user_id == user_id, AuthEvent.event == "recovery_code_used")
+        assert db.session.scalars(used).all() == ["success"]
+    assert changes_mailed(mailbox) == ["A recovery code was used to sign in."]  # none for the refused use
 
 
 def test_client_that_requires_mfa_gets_it_by_email_code(app, client, mailbox):
