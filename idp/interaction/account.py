@@ -3,6 +3,7 @@ a plain sign-in for it that needs no OIDC interaction.
 
     /account/login  --password (protection.login: rate limit, lockout, audit)--> [MFA step, idp/mfa]
                     --> SSO session --> /account
+    /account/login?connection=NAME --> /saml/NAME/login (an interaction that ends at /account)
     /account        profile form, session list; forms POST back here (CSRF bound to the session's sid)
 
 Every POST checks a CSRF token: on /account/login one bound to a random pre-login cookie of
@@ -26,7 +27,16 @@ from ..protocol.params import malformed_reason
 from ..rate_limit import locked_message, rate_limited
 from ..services import audit, backchannel, protection, sessions, tokens
 from ..storage.models import User, db
-from .web import SESSION_COOKIE, check_csrf, clear_cookie, csrf_token, current_session, get_cookie, set_cookie
+from .web import (
+    INTERACTION_COOKIE,
+    SESSION_COOKIE,
+    check_csrf,
+    clear_cookie,
+    csrf_token,
+    current_session,
+    get_cookie,
+    set_cookie,
+)
 
 bp = Blueprint("account", __name__)
 
@@ -64,7 +74,11 @@ def _when(ts: float) -> str:
 def account_login():
     if (refused := _refused()) is not None:
         return refused
-    if current_session()[1] and request.method == "GET":
+    if request.method == "GET" and request.args.get("connection"):
+        return _saml_sign_in(request.args["connection"][:64])
+    # ?reauth=1: sign in again although signed in (a recent sign-in confirms a change of an
+    # account without a password, services.accounts.check_password_again).
+    if current_session()[1] and request.method == "GET" and not request.args.get("reauth"):
         return redirect(url_for("account.account"))
     binding = get_cookie(LOGIN_COOKIE)
     error, status, retry_after, email = None, 200, None, ""
@@ -88,6 +102,18 @@ def account_login():
     if retry_after:
         response.headers["Retry-After"] = str(retry_after)
     set_cookie(response, LOGIN_COOKIE, binding, 3600)
+    return response
+
+
+def _saml_sign_in(name: str):
+    """"Sign in with NAME" for the account pages: /saml/NAME/login needs an interaction bound
+    to this browser, so make one that is no authorization request; after the IdP (and any
+    second factor) protocol/authorize.resume() sends it on to /account."""
+    idp = _idp()
+    interaction_id = secrets.token_urlsafe(24)
+    idp.store.set_json("interaction:" + interaction_id, {"account": True, "params": {}}, idp.settings.interaction_ttl)
+    response = redirect(url_for("saml.login", name=name, interaction=interaction_id))
+    set_cookie(response, INTERACTION_COOKIE, interaction_id, idp.settings.interaction_ttl)
     return response
 
 

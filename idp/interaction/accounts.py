@@ -15,13 +15,13 @@ import secrets
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
-from flask import Blueprint, current_app, make_response, render_template, request, url_for
+from flask import Blueprint, current_app, jsonify, make_response, render_template, request, url_for
 
 from ..errors import InvalidCredentials, InvalidInput
 from ..protocol.params import malformed_reason
 from ..rate_limit import rate_limited
 from ..services import account_tokens, accounts
-from ..services.accounts import RateLimited
+from ..services.accounts import RECENT_SIGN_IN_TTL, RateLimited, ReauthRequired
 from ..services.mail import MailError, send_mail
 from ..storage.models import User, db
 from .web import (
@@ -45,6 +45,8 @@ RESET_PER_EMAIL_HOUR = 3   # reset mails per email address, per hour
 
 def init_app(app) -> None:
     app.register_blueprint(bp)
+    # Raised by check_password_again() on every page that asks for it (here, idp/mfa).
+    app.register_error_handler(ReauthRequired, reauth_required)
     from . import account  # part B: /account (profile, sessions), back-channel logout worker
     account.init_app(app)
 
@@ -134,6 +136,23 @@ def _too_many(exc: RateLimited):
     response = _message("Too many attempts", "Please wait a while and try again.", 429)
     response.headers["Retry-After"] = str(exc.retry_after)
     return response
+
+
+def reauth_required(exc: ReauthRequired):
+    """A user without a password, signed in longer ago than RECENT_SIGN_IN_TTL: sign in again
+    (through their SAML connection when they have one), then repeat the change."""
+    if exc.connection:
+        link = (url_for("account.account_login", connection=exc.connection), f"Sign in with {exc.connection}")
+    else:
+        link = (url_for("account.account_login", reauth="1"), "Sign in again")
+    message = (f"Your account has no password, so this change needs a sign-in from the last "
+               f"{RECENT_SIGN_IN_TTL // 60} minutes. Sign in again, then repeat it.")
+    if request.is_json or request.accept_mimetypes.best == "application/json":
+        response = jsonify(error="login_required", error_description=message, sign_in_uri=link[0])
+        response.status_code = 401
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    return _message("Sign in again", message, 401, link=link)
 
 
 def _form_binding() -> tuple[str, bool]:
@@ -320,21 +339,23 @@ def change_password():
     if user is None:
         return _not_signed_in()
     token = csrf_token("password", session["sid"])
+    has_password = user.password_hash is not None  # without one, a recent sign-in confirms
     if request.method == "GET":
-        return _page("account/change_password.html", csrf_token=token, errors={})
+        return _page("account/change_password.html", csrf_token=token, errors={}, has_password=has_password)
     if not check_csrf("password", session["sid"], request.form.get("csrf_token")):
         return _expired_form()
     idp = _idp()
     try:
         mail = accounts.change_password(idp.settings, idp.store, user, request.form.get("current_password", ""),
-                                        request.form.get("password", ""), **_client_info())
+                                        request.form.get("password", ""), session=session, **_client_info())
     except RateLimited as exc:
         return _too_many(exc)
     except InvalidCredentials:
-        return _page("account/change_password.html", 400, csrf_token=token,
+        return _page("account/change_password.html", 400, csrf_token=token, has_password=has_password,
                      errors={"current_password": "This is not your current password."})
     except InvalidInput as exc:
-        return _page("account/change_password.html", 400, csrf_token=token, errors={"password": str(exc)})
+        return _page("account/change_password.html", 400, csrf_token=token, has_password=has_password,
+                     errors={"password": str(exc)})
     in_background(_deliver, mail)
     return _fresh_session(user, session, _message("Password changed", "Your password was changed. Every other "
                                                   "session was signed out and applications must sign in again."))
@@ -376,17 +397,18 @@ def delete_account():
         return _not_signed_in()
     token = csrf_token("delete", session["sid"])
     if request.method == "GET":
-        return _page("account/delete.html", csrf_token=token, error=None)
+        return _page("account/delete.html", csrf_token=token, error=None, has_password=user.password_hash is not None)
     if not check_csrf("delete", session["sid"], request.form.get("csrf_token")):
         return _expired_form()
     idp = _idp()
     try:
         mail = accounts.delete_account(idp.settings, idp.store, user, request.form.get("password", ""),
-                                       **_client_info())
+                                       session=session, **_client_info())
     except RateLimited as exc:
         return _too_many(exc)
     except InvalidCredentials:
-        return _page("account/delete.html", 400, csrf_token=token, error="This is not your password.")
+        return _page("account/delete.html", 400, csrf_token=token, error="This is not your password.",
+                     has_password=True)
     in_background(_deliver, mail)
     response = _message("Account deleted", "Your account and its data were deleted, and every application's "
                         "access was revoked.")

@@ -163,7 +163,7 @@ def _reauthenticate(session: dict, user: User):
     error, status, headers = "Enter your password to remove your last second factor.", 400, {}
     try:
         check_password_again(_idp().store, user, request.form.get("password", ""), event="mfa_remove",
-                             ip=request.remote_addr, user_agent=request.user_agent.string or None)
+                             session=session, ip=request.remote_addr, user_agent=request.user_agent.string or None)
         return None
     except RateLimited as exc:
         error, status, headers = "Too many attempts. Try again later.", 429, {"Retry-After": str(exc.retry_after)}

@@ -254,9 +254,10 @@ def _reauthenticate(user, row):
     """None when the form carries the user's password; else the confirmation page."""
     password = request.form.get("password")
     error, status, headers = None, 200, {}
-    if password is not None:
+    if password is not None or user.password_hash is None:  # without a password: a recent sign-in
         try:
-            check_password_again(_idp().store, user, password, event="passkey_removed", **_client_info())
+            check_password_again(_idp().store, user, password or "", event="passkey_removed",
+                                 session=_account_user()[0], **_client_info())
             return None
         except RateLimited as exc:
             error, status, headers = "Too many attempts. Try again later.", 429, {"Retry-After": str(exc.retry_after)}

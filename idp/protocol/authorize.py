@@ -100,6 +100,13 @@ def run(params: dict, interaction_id: str | None, interaction: dict | None, sess
 
 
 def resume(interaction_id: str, interaction: dict, session_override=None):
+    if interaction.get("account"):
+        # Not an authorization request: "Sign in with NAME" from the account pages
+        # (interaction/account.py). Signed in: on to /account, no client, no code.
+        current_app.extensions["idp"].store.delete("interaction:" + interaction_id)
+        response = redirect(url_for("account.account"))
+        clear_cookie(response, INTERACTION_COOKIE)
+        return response
     return run(interaction["params"], interaction_id, interaction, session_override)
 
 

@@ -6,6 +6,9 @@ edge decides when (the hosted pages send in the background, see interaction/acco
             --(known email)--> nothing changes + account_exists mail to the owner
     verify link --(consume once)--> email_verified
     forgot password --(known email)--> reset_password mail;   unknown: nothing, same answer
+                    --(SAML-linked, no password)--> federated_account mail ("Sign in with NAME"),
+                                                    no link: the mailbox must not become a way
+                                                    around the upstream IdP
     reset link + new password --(consume once)--> new hash, every session and refresh token
                                                   revoked, password_changed mail
 """
@@ -13,6 +16,7 @@ edge decides when (the hosted pages send in the background, see interaction/acco
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -20,6 +24,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import Conflict, IdpError, InvalidCredentials, InvalidInput
 from ..settings import Settings
+from ..storage.federation_models import FederatedIdentity, SamlConnection
 from ..storage.models import Consent, RefreshToken, User, db, utcnow
 from ..storage.passkey_models import WebAuthnCredential
 from ..storage.store import Store
@@ -31,6 +36,10 @@ MAX_NAME_LENGTH = 200
 # Re-entering the password on a signed-in page (change it, delete the account, remove the last
 # second factor): tries per user per window, one budget for all those forms together.
 REAUTH_LIMIT, REAUTH_WINDOW = 5, 900
+# A user without a password (SAML-provisioned, passkey-only) re-authenticates by signing in
+# again: the session's auth_time (OIDC Core §2: the last interactive sign-in) may be at most
+# this many seconds old.
+RECENT_SIGN_IN_TTL = 300
 
 
 class RateLimited(IdpError):
@@ -56,12 +65,43 @@ def check_rate(store: Store, key: str, limit: int, window: int) -> None:
         raise RateLimited(max(1, math.ceil(store.ttl("rate:" + key) or window)))
 
 
-def check_password_again(store: Store, user: User, password: str, *, event: str, ip: str | None = None,
-                         user_agent: str | None = None) -> None:
+class ReauthRequired(IdpError):
+    """A user without a password whose sign-in is older than RECENT_SIGN_IN_TTL: they must sign
+    in again. `connection` names the SAML connection the account signs in through, if any."""
+
+    def __init__(self, connection: str | None):
+        super().__init__("sign in again to confirm this change")
+        self.connection = connection
+
+
+def federated_connection(user: User) -> str | None:
+    """The SAML connection a password-less account signs in through (its newest link), or None
+    (the account has a password, or no link)."""
+    if user.password_hash is not None:
+        return None
+    return db.session.scalar(
+        select(SamlConnection.name).join(FederatedIdentity, FederatedIdentity.connection_id == SamlConnection.id)
+        .where(FederatedIdentity.user_id == user.id).order_by(FederatedIdentity.id.desc()).limit(1))
+
+
+def check_password_again(store: Store, user: User, password: str, *, event: str, session: dict | None = None,
+                         ip: str | None = None, user_agent: str | None = None) -> None:
     """Re-authentication of a signed-in user before a sensitive change. Counted before the
     check (exact under concurrency), REAUTH_LIMIT per REAUTH_WINDOW per user, so that a stolen
     session is no password oracle. Raises RateLimited, or InvalidCredentials after auditing
-    `event` failure bad_password."""
+    `event` failure bad_password.
+
+    A user without a password has none to re-enter: their `session` (the current SSO session)
+    must have signed in at most RECENT_SIGN_IN_TTL seconds ago, else ReauthRequired (audited
+    `event` failure stale_sign_in; no try of the budget is used, there is nothing to guess)."""
+    if user.password_hash is None:
+        auth_time = (session or {}).get("auth_time")
+        if (session is None or session.get("user_id") != user.id or not isinstance(auth_time, int | float)
+                or time.time() - auth_time > RECENT_SIGN_IN_TTL):
+            audit.record_event(event, "failure", user_id=user.id, reason="stale_sign_in", ip=ip,
+                               user_agent=user_agent)
+            raise ReauthRequired(federated_connection(user))
+        return
     check_rate(store, "reauth:" + user.id, REAUTH_LIMIT, REAUTH_WINDOW)
     try:
         users.authenticate(user.email, password)
@@ -140,6 +180,13 @@ def reset_mail(settings: Settings, email: str) -> Mail | None:
     user = db.session.scalar(select(User).where(User.email == email))
     if user is None or not user.active:
         return None
+    if (connection := federated_connection(user)) is not None:
+        # Keycloak's rule: an account that signs in through an upstream IdP gets no local
+        # password by mail, or whoever reads the mailbox could keep signing in after the IdP
+        # disabled the user. The mail says where to sign in instead.
+        return Mail(user.email, "federated_account", {
+            "name": user.name, "connection": connection,
+            "link": f"{settings.issuer}/account/login?connection={connection}"})
     token = account_tokens.create_token(user.id, RESET_PASSWORD, settings.reset_password_ttl)
     return Mail(user.email, "reset_password", {"name": user.name, "minutes": settings.reset_password_ttl // 60 or 1,
                                                "link": f"{settings.issuer}/reset-password?token={token}"})
@@ -150,7 +197,7 @@ def reset_password(settings: Settings, store: Store, token: str | None, password
     link is used; returns (None, None) if the link is unknown, used or expired. On success every
     session and refresh token of the user is revoked and other reset links die."""
     user = account_tokens.load_token_user(token, RESET_PASSWORD)
-    if user is None:
+    if user is None or federated_connection(user) is not None:  # a link made before the account was linked
         return None, None
     check_new_password(password, email=user.email, min_length=settings.password_min_length)
     user = account_tokens.consume_token(token, RESET_PASSWORD)
@@ -166,13 +213,14 @@ def reset_password(settings: Settings, store: Store, token: str | None, password
 
 
 def change_password(settings: Settings, store: Store, user: User, current: str, new: str, *,
-                    ip: str | None = None, user_agent: str | None = None) -> Mail:
-    """Raises InvalidInput (weak new password), RateLimited or InvalidCredentials
-    (check_password_again: the current one). Every session and refresh token is revoked; the
+                    session: dict | None = None, ip: str | None = None, user_agent: str | None = None) -> Mail:
+    """Raises InvalidInput (weak new password), RateLimited, InvalidCredentials or
+    ReauthRequired (check_password_again: the current one, or a recent sign-in). Every session and refresh token is revoked; the
     caller gives this browser a new session."""
     # The new password first: a weak one is refused without using up a try of the current one.
     check_new_password(new, email=user.email, min_length=settings.password_min_length)
-    check_password_again(store, user, current, event="password_change", ip=ip, user_agent=user_agent)
+    check_password_again(store, user, current, event="password_change", session=session, ip=ip,
+                         user_agent=user_agent)
     _store_password(user, new)
     revoke_everything(settings, store, user.id)
     audit.record_event("password_change", "success", user_id=user.id, email=user.email, reason="account_page")
@@ -228,16 +276,18 @@ def _session_view(session: dict) -> dict:
     return {k: session[k] for k in keep if k in session}
 
 
-def delete_account(settings: Settings, store: Store, user: User, password: str, *, ip: str | None = None,
-                   user_agent: str | None = None) -> Mail:
+def delete_account(settings: Settings, store: Store, user: User, password: str, *, session: dict | None = None,
+                   ip: str | None = None, user_agent: str | None = None) -> Mail:
     """Delete the account after checking its password (check_password_again: raises
-    RateLimited or InvalidCredentials)."""
-    check_password_again(store, user, password, event="account_delete", ip=ip, user_agent=user_agent)
+    RateLimited, InvalidCredentials or ReauthRequired)."""
+    check_password_again(store, user, password, event="account_delete", session=session, ip=ip,
+                         user_agent=user_agent)
     mail = Mail(user.email, "account_deleted", {"name": user.name, "when": when()})
     users.delete_user(user, store=store, refresh_token_ttl=settings.refresh_token_ttl)
     return mail
 
 
-__all__ = ["InvalidCredentials", "Mail", "RateLimited", "check_rate", "check_password_again", "check_signup",
+__all__ = ["InvalidCredentials", "Mail", "RateLimited", "ReauthRequired", "RECENT_SIGN_IN_TTL", "check_rate",
+           "check_password_again", "federated_connection", "check_signup",
            "sign_up", "verify_email", "verification_mail", "reset_mail", "reset_password", "change_password",
            "export_user", "delete_account", "revoke_everything"]
