@@ -226,6 +226,31 @@ def test_admin_disable_ends_sessions_and_tells_the_clients(ctx, client, rp_serve
     assert client.get("/account").status_code == 302
 
 
+def test_password_reset_tells_the_clients_of_every_session(ctx, app, rp_server, rp_client, mailbox):
+    """Issue 4: a new password through a reset link ends every session of the user, and each
+    client that got a code in one of them receives a logout token for that session."""
+    from tests.accounts.conftest import link_in, post_form, sent_mail
+
+    cid, secret = rp_client
+    make_user()
+    first, second = app.test_client(), app.test_client()
+    sids = set()
+    for browser in (first, second):
+        id_token = _login_with_code(browser, cid, secret)["id_token"]
+        sids.add(jwt.decode(id_token, KeySet.import_key_set(_jwks(browser))).claims["sid"])
+    assert _rows() == []  # nothing queued by signing in
+    stranger = app.test_client()  # the reset happens in a third browser, as from a mail client
+    post_form(stranger, "/forgot-password", email="alice@example.com")
+    link = link_in(sent_mail(mailbox, "alice@example.com", "Reset your password"), "/reset-password")
+    fields = form_fields(stranger.get(link).get_data(as_text=True))
+    assert stranger.post("/reset-password", data={**fields, "password": "a brand new passphrase"}).status_code == 200
+    assert sorted((r.client_id, r.claims["sid"]) for r in _rows()) == sorted((cid, sid) for sid in sids)  # queued
+    _deliver(ctx)
+    tokens = rp_server.wait_for(2)
+    assert {verify_logout_token(t, _jwks(first), ISSUER, cid)["sid"] for t in tokens} == sids
+    assert first.get("/account").status_code == 302 and second.get("/account").status_code == 302
+
+
 def test_discovery_advertises_back_channel_logout(client):
     metadata = client.get("/.well-known/openid-configuration").get_json()
     assert metadata["backchannel_logout_supported"] is True
