@@ -338,6 +338,10 @@ def change_password():
     session, user = _signed_in()
     if user is None:
         return _not_signed_in()
+    if (connection := accounts.federated_connection(user)) is not None:
+        return _message("Password managed by your organisation",
+                        f"Your account signs in through {connection}, so it has no password here: change it "
+                        f"with your organisation.", 200 if request.method == "GET" else 400)
     token = csrf_token("password", session["sid"])
     has_password = user.password_hash is not None  # without one, a recent sign-in confirms
     if request.method == "GET":

@@ -217,6 +217,10 @@ def change_password(settings: Settings, store: Store, user: User, current: str, 
     """Raises InvalidInput (weak new password), RateLimited, InvalidCredentials or
     ReauthRequired (check_password_again: the current one, or a recent sign-in). Every session and refresh token is revoked; the
     caller gives this browser a new session."""
+    if (connection := federated_connection(user)) is not None:
+        # Its IdP holds the credentials: a local password would outlive a disable there (and
+        # reopen the mailbox reset that reset_mail refuses such accounts).
+        raise InvalidInput(f"Your account signs in through {connection}; its password is managed there.")
     # The new password first: a weak one is refused without using up a try of the current one.
     check_new_password(new, email=user.email, min_length=settings.password_min_length)
     check_password_again(store, user, current, event="password_change", session=session, ip=ip,

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 from sqlalchemy import func, select
 
+from idp.errors import InvalidInput
 from idp.mfa import totp
 from idp.services import accounts
 from idp.settings import decode_kek
@@ -146,13 +147,28 @@ def test_stale_sign_in_asks_to_sign_in_with_the_idp_without_using_the_budget(app
 def test_recent_sign_in_is_accepted_up_to_the_limit(app, test_idp, connection, monkeypatch):  # noqa: F811
     browser = app.test_client()
     saml_sign_in(browser, test_idp)
+    user = jit_user(app)
     later(monkeypatch, accounts.RECENT_SIGN_IN_TTL - 5)
+    deleted = _delete(browser)
+    assert deleted.status_code == 200 and "Account deleted" in deleted.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(User, user.id) is None
+
+
+def test_a_saml_account_cannot_give_itself_a_local_password(app, test_idp, connection):  # noqa: F811
+    """A local password would outlive a disable at the IdP (and reopen the mailbox reset)."""
+    browser = app.test_client()
+    saml_sign_in(browser, test_idp)
     page = browser.get("/account/password")
-    assert 'name="current_password"' not in page.get_data(as_text=True)
-    changed = browser.post("/account/password", data={**form_fields(page.get_data(as_text=True)),
-                                                      "password": "a brand new passphrase"})
-    assert changed.status_code == 200 and "Password changed" in changed.get_data(as_text=True)
-    assert jit_user_has_password(app)
+    assert page.status_code == 200 and f"signs in through {NAME}" in page.get_data(as_text=True)
+    assert 'name="password"' not in page.get_data(as_text=True)
+    token = form_fields(browser.get("/account").get_data(as_text=True))["csrf_token"]
+    refused = browser.post("/account/password", data={"csrf_token": token, "password": "a brand new passphrase"})
+    assert refused.status_code == 400 and not jit_user_has_password(app)
+    with app.app_context(), pytest.raises(InvalidInput, match=f"signs in through {NAME}"):
+        user = db.session.scalar(select(User).where(User.email == EMAIL))
+        idp = app.extensions["idp"]
+        accounts.change_password(idp.settings, idp.store, user, "", "a brand new passphrase")
 
 
 def jit_user_has_password(app) -> bool:
