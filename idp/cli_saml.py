@@ -48,7 +48,8 @@ def saml():
 @saml.command("add")
 @click.option("--name", required=True, help="Short name, used in URLs: /saml/NAME/metadata.")
 @click.option("--metadata-file", type=click.Path(dir_okay=False), help="IdP metadata XML file.")
-@click.option("--metadata-url", help="IdP metadata URL (https), fetched now and refreshed daily on use.")
+@click.option("--metadata-url", help="IdP metadata URL (https), fetched now, then again in the background every "
+              "IDP_SAML_METADATA_REFRESH_TTL seconds (default 3600; 0: only by refresh-metadata).")
 @click.option("--attribute-map", type=click.Path(dir_okay=False), help="Attribute map (YAML or JSON).")
 @click.option("--provisioning", type=click.Choice(["jit", "link-by-email", "existing-only"]), default="jit",
               show_default=True)

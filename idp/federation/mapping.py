@@ -33,13 +33,16 @@ from .identity import ExternalIdentity
 CLAIMS = ("email", "name", "given_name", "family_name")
 
 # Common names: LDAP/eduPerson (names and urn:oid forms), Microsoft (ADFS, Entra ID) claim
-# URIs, and Okta's default profile attribute names.
+# URIs, and Okta's: its profile attributes as attribute names (user.email, user.firstName,
+# user.lastName, user.displayName) and the names its app wizard suggests (email, firstName,
+# lastName), with groups from a group attribute statement named "groups".
 DEFAULT_CLAIMS: dict[str, list[str]] = {
     "email": ["mail", "email", "emailAddress", "urn:oid:0.9.2342.19200300.100.1.3",
               "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/emailaddress",
               "http://schemas.xmlsoap.org/claims/EmailAddress", "user.email", "Email"],
     "name": ["displayName", "urn:oid:2.16.840.1.113730.3.1.241",
-             "http://schemas.microsoft.com/identity/claims/displayname", "cn", "urn:oid:2.5.4.3", "fullName"],
+             "http://schemas.microsoft.com/identity/claims/displayname", "cn", "urn:oid:2.5.4.3", "fullName",
+             "user.displayName"],
     "given_name": ["givenName", "urn:oid:2.5.4.42", "http://schemas.xmlsoap.org/ws/2005/05/identity/claims/givenname",
                    "firstName", "user.firstName"],
     "family_name": ["sn", "surname", "urn:oid:2.5.4.4",

@@ -6,8 +6,10 @@ protocol checks; the rest is here):
 * the raw message is base64 of at most MAX_RESPONSE_BYTES of well-formed XML without DOCTYPE,
   entity declarations or comments (no entity expansion; comments are how NameID values are
   truncated by a comment-blind reader, CVE-2017-11427, so we refuse them outright);
-* the Assertion is signed by a certificate in the IdP metadata (RSA-SHA256 or better; SHA-1
-  refused), exactly one Assertion, the signed element is the one read (signature wrapping);
+* the Response (enveloped signature covering the whole message, assertion included) or the
+  Assertion, or both, is signed by a certificate in the IdP metadata (RSA-SHA256 or better;
+  SHA-1 refused; every signature present must verify), exactly one Assertion anywhere in the
+  message, and the element read is the signed one or inside it (signature wrapping);
 * Destination, Recipient and Audience are ours; InResponseTo is the AuthnRequest this browser
   sent (or, only when the connection allows it, absent: IdP-initiated);
 * NotBefore / NotOnOrAfter / IssueInstant hold within the clock skew (clock.py);
@@ -28,6 +30,7 @@ from urllib.parse import urlsplit
 from lxml import etree
 from onelogin.saml2.auth import OneLogin_Saml2_Auth
 from onelogin.saml2.constants import OneLogin_Saml2_Constants as C
+from onelogin.saml2.errors import OneLogin_Saml2_ValidationError
 from onelogin.saml2.metadata import OneLogin_Saml2_Metadata
 from onelogin.saml2.settings import OneLogin_Saml2_Settings
 from onelogin.saml2.utils import OneLogin_Saml2_Utils
@@ -93,8 +96,13 @@ def settings_dict(conn: SamlConnection, issuer: str, kek: bytes) -> dict:
             "authnRequestsSigned": conn.sign_requests,
             "logoutRequestSigned": True,
             "logoutResponseSigned": True,
-            "wantAssertionsSigned": True,
-            "wantMessagesSigned": False,      # many IdPs sign only the assertion, which is what counts
+            # A signature on the Response or on the Assertion (or both), as IdPs are configured
+            # to do: ADFS and Okta can sign only the message, many others sign only the assertion.
+            # python3-saml then refuses a response with neither ("No Signature found"), checks
+            # every signature present, and reads the assertion only as covered by one of them
+            # (the signed Response's child, or the Assertion whose signature it verified).
+            "wantAssertionsSigned": False,
+            "wantMessagesSigned": False,
             "wantNameId": True,
             "wantAttributeStatement": False,
             "requestedAuthnContext": False,   # let the IdP choose; we report what it says in acr
@@ -118,6 +126,9 @@ def _request_data(issuer: str, path: str, post: dict | None = None, get: dict | 
 def sp_metadata(conn: SamlConnection, issuer: str, kek: bytes) -> bytes:
     """Our SP metadata for this connection, signed with the current SP key."""
     data = settings_dict(conn, issuer, kek)
+    # WantAssertionsSigned="true" in our metadata: an IdP that reads it (Shibboleth) then signs
+    # the assertion too, which is what we prefer; the ACS also accepts a Response-only signature.
+    data["security"] = {**data["security"], "wantAssertionsSigned": True}
     settings = OneLogin_Saml2_Settings(data, sp_validation_only=True)
     metadata = settings.get_sp_metadata()
     return OneLogin_Saml2_Metadata.sign_metadata(metadata, data["sp"]["privateKey"], data["sp"]["x509cert"],
@@ -194,6 +205,8 @@ def process_response(conn: SamlConnection, issuer: str, kek: bytes, store, raw_r
     try:
         with clock.library_clock(moment):
             auth.process_response(request_id=request_id)
+    except OneLogin_Saml2_ValidationError as exc:  # raised, not collected: e.g. an empty NameID
+        raise SamlRefused(_reason(str(exc)), str(exc)[:200]) from None
     except Exception as exc:  # python3-saml raises on some malformed inputs instead of collecting errors
         raise SamlRefused("invalid_response", f"{type(exc).__name__}: {str(exc)[:200]}") from None
     if auth.get_errors() or not auth.is_authenticated():

@@ -5,6 +5,7 @@ signed Response; tests then tamper with it."""
 from __future__ import annotations
 
 import base64
+import copy
 import datetime as dt
 import shutil
 from pathlib import Path
@@ -50,6 +51,9 @@ class TestIdP:
         self.server = None
         self.sp_metadata: list[str] = []
         self.lifetime_minutes = 5  # of assertions (NotOnOrAfter); set before trust_sp
+        # What response_xml signs unless told: both, or only the "response" (an ADFS or Okta
+        # configured to sign the message), or only the "assertion".
+        self.signs = "both"
 
     def _config(self, sp_metadata: list[str] | None):
         from saml2 import BINDING_HTTP_REDIRECT
@@ -96,13 +100,23 @@ class TestIdP:
         return req, q.get("RelayState")
 
     def response_xml(self, request=None, *, email: str = "alice@corp.example.test", name_id: str | None = None,
-                     identity: dict | None = None, sign_response: bool = True, sign_assertion: bool = True,
-                     sha1: bool = False, **overrides) -> str:
-        """A Response to `request` (a parsed AuthnRequest) or, without one, an unsolicited one."""
+                     identity: dict | None = None, sign_response: bool | None = None,
+                     sign_assertion: bool | None = None, sha1: bool = False, recipient: str | None = None,
+                     not_before_delay: int = 0, **overrides) -> str:
+        """A Response to `request` (a parsed AuthnRequest) or, without one, an unsolicited one.
+        Signed as `self.signs` says, unless sign_response / sign_assertion say otherwise.
+        `recipient`: another SubjectConfirmationData Recipient than the ACS URL (the Response's
+        Destination stays). `not_before_delay`: the Conditions' NotBefore that many seconds after
+        the IssueInstant (pysaml2 makes them equal). Both are signed like the rest."""
         from saml2 import BINDING_HTTP_POST
         from saml2.saml import NAMEID_FORMAT_EMAILADDRESS, NameID
         from saml2.xmldsig import DIGEST_SHA1, DIGEST_SHA256, SIG_RSA_SHA1, SIG_RSA_SHA256
 
+        assert self.signs in ("both", "response", "assertion"), self.signs
+        if sign_response is None:
+            sign_response = self.signs in ("both", "response")
+        if sign_assertion is None:
+            sign_assertion = self.signs in ("both", "assertion")
         if request is not None:
             args = self.server.response_args(request.message, [BINDING_HTTP_POST])
             args.pop("binding", None)
@@ -110,17 +124,48 @@ class TestIdP:
             args = {"in_response_to": None, "destination": overrides.pop("destination"),
                     "sp_entity_id": overrides.pop("sp_entity_id"), "name_id_policy": None}
         args.update(overrides)
+        if recipient is not None:
+            args["farg"] = {"assertion": {"subject": {"subject_confirmation": {
+                "subject_confirmation_data": {"recipient": recipient}}}}}
+        if not_before_delay:
+            args["release_policy"] = self._delayed_policy(not_before_delay)
         identity = identity if identity is not None else {
             "mail": [email], "givenName": ["Alice"], "sn": ["Cooper"], "displayName": ["Alice Cooper"]}
         response = self.server.create_authn_response(
             identity=identity, userid=email,
-            name_id=NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=name_id or email),
+            name_id=NameID(format=NAMEID_FORMAT_EMAILADDRESS, text=email if name_id is None else name_id),
             authn={"class_ref": AUTHN_PASSWORD, "authn_auth": self.entity_id},
             sign_response=sign_response, sign_assertion=sign_assertion,
             sign_alg=SIG_RSA_SHA1 if sha1 else SIG_RSA_SHA256, digest_alg=DIGEST_SHA1 if sha1 else DIGEST_SHA256,
             **args)
         return str(response)
 
+
+    def sign_response_again(self, xml: str | bytes) -> str:
+        """Sign the Response element of `xml` (which must carry its signature, e.g. one from
+        response_xml, as the template) anew with this IdP's key, over whatever it now holds."""
+        from lxml import etree
+
+        text = xml.decode() if isinstance(xml, bytes) else xml
+        return self.server.sec.sign_statement(text, "urn:oasis:names:tc:SAML:2.0:protocol:Response",
+                                              node_id=etree.fromstring(text.encode()).get("ID"))
+
+    def _delayed_policy(self, seconds: int):
+        """The IdP's release policy, but its Conditions start `seconds` from now."""
+        from saml2 import saml
+        from saml2.time_util import in_a_while
+
+        policy = copy.copy(self.server.config.getattr("policy", "idp"))
+        made = policy.conditions
+
+        def conditions(sp_entity_id):
+            result = made(sp_entity_id)
+            result.not_before = in_a_while(seconds=seconds)
+            assert isinstance(result, saml.Conditions)
+            return result
+
+        policy.conditions = conditions
+        return policy
 
     # --- single logout (SAML Profiles §4.4) ---------------------------------------------------
 

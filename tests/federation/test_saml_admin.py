@@ -22,7 +22,7 @@ from idp.storage.models import User, db
 from tests.conftest import ROOT
 from tests.factories import make_user
 
-from .conftest import NAME
+from .conftest import NAME, Flow, add_connection
 
 
 def run(app, *args):
@@ -87,6 +87,21 @@ def test_add_refuses_bad_metadata_map_and_duplicates(app, metadata_file, tmp_pat
                       Conflict)
     assert isinstance(run(app, "saml", "show", "nope").exception, NotFound)
     assert counts(app) == (1, 1)
+
+
+def test_help_tells_how_metadata_is_refreshed(app):
+    """--metadata-url: refreshed in the background every IDP_SAML_METADATA_REFRESH_TTL seconds
+    (metadata_refresh.py), not "daily on use"; the default said is the setting's."""
+    from idp.settings import Settings
+
+    for command in ("add", "update"):
+        result = run(app, "saml", command, "--help")
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        assert "daily" not in text and "on use" not in text
+    text = " ".join(run(app, "saml", "add", "--help").output.split())
+    assert "in the background every IDP_SAML_METADATA_REFRESH_TTL seconds" in text
+    assert f"(default {Settings().saml_metadata_refresh_ttl};" in text
 
 
 def test_console_script_error_is_one_line(tmp_path):
@@ -168,6 +183,46 @@ def test_default_mapping_knows_microsoft_and_oid_names():
         "http://schemas.microsoft.com/ws/2008/06/identity/claims/groups": ["staff", "ops"]})
     assert ident.subject == "opaque-123" and ident.email == "bob@corp.example"
     assert ident.claims == {"given_name": "Bob", "family_name": "Builder"} and ident.groups == ("staff", "ops")
+
+
+@pytest.mark.parametrize("names", [
+    # Okta profile attributes sent under their own names, and the names Okta's app wizard suggests.
+    {"email": "user.email", "given_name": "user.firstName", "family_name": "user.lastName", "name": "user.displayName"},
+    {"email": "email", "given_name": "firstName", "family_name": "lastName", "name": "displayName"},
+    {"email": "Email", "given_name": "firstName", "family_name": "lastName", "name": "fullName"},
+])
+def test_default_mapping_knows_okta_names(names):
+    """An Okta NameID is often its opaque user id: the email must come from the attribute."""
+    values = {"email": "Dana@Corp.Example", "given_name": "Dana", "family_name": "Scully", "name": "Dana Scully"}
+    attributes = {names[claim]: [values[claim]] for claim in names} | {"groups": ["Everyone", "Engineering"]}
+    ident = map_identity(check_map({}), provider="okta", protocol="saml", name_id="00u1a2b3c4D5e6F7g8h9",
+                         attributes=attributes)
+    assert ident.subject == "00u1a2b3c4D5e6F7g8h9" and ident.email == "dana@corp.example"
+    assert ident.claims == {"given_name": "Dana", "family_name": "Scully", "name": "Dana Scully"}
+    assert ident.groups == ("Everyone", "Engineering")
+    # Only through the defaults: without them nothing is mapped.
+    bare = map_identity(check_map({"defaults": False}), provider="okta", protocol="saml",
+                        name_id="00u1a2b3c4D5e6F7g8h9", attributes=attributes)
+    assert bare.email is None and bare.claims == {} and bare.groups == ()
+
+
+def test_okta_names_through_the_idp(app, test_idp):
+    """The same names in a real signed response (an Okta-like IdP signing only the Response,
+    NameID its opaque user id): the account gets the email and names from the attributes."""
+    test_idp.signs = "response"
+    add_connection(app, test_idp)
+    flow = Flow(app, test_idp)
+    request, relay = flow.start()
+    xml = test_idp.response_xml(request, name_id="00u1a2b3c4D5e6F7g8h9", identity={
+        "user.email": ["Dana@Corp.Example"], "user.firstName": ["Dana"], "user.lastName": ["Scully"],
+        "user.displayName": ["Dana Scully"], "groups": ["Engineering"]})
+    assert 'Name="user.firstName"' in xml
+    assert flow.finish(flow.post(xml, relay)).status_code == 302
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == "dana@corp.example"))
+        assert user is not None and user.profile == {"given_name": "Dana", "family_name": "Scully"}
+        link = db.session.scalar(select(FederatedIdentity).where(FederatedIdentity.user_id == user.id))
+        assert link.subject == "00u1a2b3c4D5e6F7g8h9"
 
 
 def test_mapping_subject_from_attribute_and_custom_names():
