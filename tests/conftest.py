@@ -139,6 +139,9 @@ def _serve(settings, base_dir, host: str):
         "IDP_KEYS_PATH": settings.keys_path,
         "IDP_LOG_LEVEL": "WARNING",
         "IDP_SMTP_URL": settings.smtp_url,
+        # The servers share the store with the in-process tests, which drive the SAML metadata
+        # refresh (and its once-per-interval store lock) themselves: no background refresher.
+        "IDP_SAML_METADATA_REFRESH_TTL": "0",
     })
     if settings.redis_url:
         env["REDIS_URL"] = settings.redis_url
