@@ -12,7 +12,6 @@ Nothing happens where libc has no malloc_trim (musl, macOS).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
 import time
 
@@ -28,15 +27,17 @@ _activity = {"last": 0.0, "pending": False}
 
 def _malloc_trim():
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc.malloc_trim
+        # The process's own symbols: libc is loaded already (find_library would run ldconfig).
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
 
 
 def init_app(app: Flask) -> None:
+    if app.extensions["idp"].settings.testing:
+        return
     trim = _malloc_trim()
-    if trim is None or app.extensions["idp"].settings.testing:
+    if trim is None:
         return
     trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
 
